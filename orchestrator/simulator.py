@@ -1,0 +1,1254 @@
+"""
+A ModelArts stand-in on aiohttp.web: the server behind every test, demo and benchmark.
+
+It answers the dataset APIs the orchestrator calls (sync, sync status, list, show) and
+an IAM token endpoint, checks ``X-Auth-Token`` like APIG, throttles over a sliding
+one-second window and plays scripted faults per dataset. Every request ends as one
+`Received` record, in memory and, with ``log_path``, as one JSON line: that record is
+what tests judge a client by.
+
+One request passes these steps in order, as APIG and the service behind it would::
+
+    route            unknown path or method -> 404 APIG.0101, nothing else applies
+    IAM token        POST /v3/auth/tokens -> 201 (no auth, no limit, no faults)
+    X-Auth-Token     missing or different -> 401 APIG.0301
+    rate limit       over the window -> 429 APIG.0308, outcome "throttled"
+    fault            ``always`` for the dataset, else its next scripted fault
+    normal answer    state changes (a new sync task) happen here, at arrival
+    latency          then the answer is sent, or the connection reset, or held
+
+Known limitations, chosen on purpose:
+
+- AK/SK signatures are not verified: with ``Plan(token=None)`` signed requests are
+  served unchecked, and with a token they get 401. A client's signing is tested
+  against the SDK's signer instead; checking it here would need the AK/SK in the
+  plan and a second signer implementation.
+- Records are completed when a request finishes, so log lines follow finishing order;
+  ``Received.seq`` is the arrival order and ``received`` is sorted by it. A hung
+  request is logged when its hang begins, with ``finished_s`` null, so that another
+  process reading the log sees it; in memory it appears once released.
+- The JSON log is written from the event loop with a flush per line; lines are small
+  and a loopback benchmark spends far more time in HTTP parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import signal
+import time
+import uuid
+from bisect import insort
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal, TypeGuard
+
+import yaml
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from orchestrator.errors import ConfigError
+
+Kind = Literal["sync", "status", "list", "show", "token", "other"]
+Outcome = Literal["answered", "reset", "hung", "throttled", "abandoned"]
+Action = Literal["answer", "reset", "hang"]
+ListOffsetMode = Literal["records", "pages"]
+
+API_KINDS: frozenset[str] = frozenset({"sync", "status", "list", "show"})
+REDACTED = "<redacted>"
+
+_ID = r"[A-Za-z0-9_-]+"
+_ID_RE = re.compile(rf"{_ID}\Z")
+_DATASETS_PATH = re.compile(
+    rf"/v2/({_ID})/datasets(?:/({_ID})(/sync-data(?:/status)?)?)?\Z"
+)
+_KINDS: dict[tuple[str, bool, str | None], Kind] = {
+    ("GET", False, None): "list",
+    ("GET", True, None): "show",
+    ("POST", True, "/sync-data"): "sync",
+    ("GET", True, "/sync-data/status"): "status",
+}
+_IAM_PATH = "/v3/auth/tokens"
+_SECRET_HEADERS = ("X-Auth-Token", "Authorization", "X-Security-Token")
+
+# Codes from the ModelArts and APIG error tables; the messages are our own words.
+_DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("ModelArts.4409", "Too many running tasks in the dataset, try again later"),
+    401: ("APIG.0301", "Incorrect IAM authentication information"),
+    403: ("APIG.0302", "The IAM user may not call this API"),
+    404: ("ModelArts.6623", "The dataset does not exist"),
+    429: ("APIG.0308", "The throttling threshold has been reached"),
+    500: ("ModelArts.4360", "The dataset synchronization service failed"),
+    501: ("ModelArts.4383", "The operation is not supported for this dataset type"),
+    502: ("APIG.0202", "Backend unavailable"),
+    503: ("ModelArts.4360", "The dataset synchronization service is unavailable"),
+    504: ("APIG.0201", "Backend timeout"),
+}
+_NO_API = ("APIG.0101", "The API does not exist or has not been published")
+_BAD_PARAMETER = "ModelArts.4101"
+_SYNC_EXISTS = ("ModelArts.4355", "A synchronization task already exists")
+_SYNC_FAILED = ("ModelArts.4360", "The synchronization task failed")
+
+# Text datasets (types 100-199) cannot be synced, per the sync-data API reference.
+_TEXT_TYPES = range(100, 200)
+# A sync reports QUEUING for the first tenth of its duration, then RUNNING, so a
+# client meets both in-progress states; the share itself is arbitrary.
+_QUEUED_SHARE = 0.1
+# stop() cuts hangs and latency short itself; this bounds anything else in progress.
+_SHUTDOWN_GRACE_S = 0.5
+# IAM tokens live 24 h; IAM writes times as UTC with microseconds and a Z.
+_TOKEN_LIFETIME = timedelta(hours=24)
+_IAM_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """
+    One scripted answer to one request for a dataset.
+
+    ``action`` "reset" aborts the connection without answering; "hang" answers
+    nothing until the client leaves or the simulator stops. With ``status`` the
+    server sends that status (changing no state): ``body`` as-is if given, else a
+    JSON error whose code and message default per status. Without ``status`` the
+    normal answer is sent. ``latency_ms`` replaces the plan's latency.
+    """
+
+    action: Action = "answer"
+    status: int | None = None
+    error_code: str | None = None
+    error_msg: str | None = None
+    retry_after: str | None = None
+    body: str | None = None
+    content_type: str | None = None
+    latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        details = (self.error_code, self.error_msg, self.retry_after, self.body)
+        if self.action not in ("answer", "reset", "hang"):
+            raise ValueError(f"action {self.action!r} is not answer, reset or hang")
+        if self.status is not None and not 200 <= self.status <= 599:
+            raise ValueError(f"status {self.status!r} is not within 200-599")
+        if self.status is None and any(d is not None for d in details):
+            raise ValueError(
+                "error_code, error_msg, retry_after and body need a status"
+            )
+        if self.action != "answer" and self.status is not None:
+            raise ValueError(f"a {self.action} sends no status")
+        if self.latency_ms is not None and self.latency_ms < 0:
+            raise ValueError(f"latency_ms {self.latency_ms!r} is negative")
+
+    @property
+    def label(self) -> str:
+        """
+        Return a short name for the log: ``reset``, ``status:503``, ``latency:50``.
+        """
+        if self.action != "answer":
+            return self.action
+        if self.status is not None:
+            return f"status:{self.status}"
+        return f"latency:{self.latency_ms:g}" if self.latency_ms is not None else "none"
+
+
+RESET = Fault(action="reset")
+HANG = Fault(action="hang")
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """
+    One dataset of a project's catalogue, as the list and show APIs describe it.
+
+    ``dataset_name`` defaults to the id and ``data_path`` to ``/sim-bucket/{id}/``;
+    times are epoch milliseconds.
+    """
+
+    dataset_id: str
+    dataset_name: str | None = None
+    dataset_type: int = 0
+    status: int = 1
+    data_path: str | None = None
+    sample_count: int = 0
+    create_time: int = 1_700_000_000_000
+    update_time: int = 1_700_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """
+    How the simulator behaves: credentials, limits, timing and scripted faults.
+
+    ``faults`` are consumed one per request for that dataset id (any API), then
+    answers are normal; ``always`` applies to every request for its id. Without
+    ``datasets`` (a catalogue per project id) every dataset id exists and lists are
+    empty; with it, ids it lacks get 404 ModelArts.6623 from every dataset API.
+    Datasets in ``failed_syncs`` end their syncs FAILED. ``iam_password`` set means
+    the IAM endpoint refuses any other password.
+    """
+
+    token: str | None = field(default="sim-token", repr=False)
+    rate_limit_per_s: float | None = None
+    latency_s: float = 0.0
+    sync_duration_s: float = 0.0
+    faults: Mapping[str, tuple[Fault, ...]] = field(default_factory=dict)
+    always: Mapping[str, Fault] = field(default_factory=dict)
+    datasets: Mapping[str, tuple[Dataset, ...]] | None = None
+    list_offset_mode: ListOffsetMode = "records"
+    rate_limited_kinds: frozenset[str] = API_KINDS
+    failed_syncs: frozenset[str] = frozenset()
+    iam_password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_per_s is not None and self.rate_limit_per_s < 1:
+            raise ValueError(f"rate_limit_per_s {self.rate_limit_per_s!r} is below 1")
+        if self.latency_s < 0 or self.sync_duration_s < 0:
+            raise ValueError("latency_s and sync_duration_s must not be negative")
+        if self.list_offset_mode not in ("records", "pages"):
+            raise ValueError(f"list_offset_mode {self.list_offset_mode!r} is unknown")
+        if unknown := self.rate_limited_kinds - API_KINDS:
+            raise ValueError(f"rate_limited_kinds {sorted(unknown)!r} are not APIs")
+        if both := self.faults.keys() & self.always.keys():
+            raise ValueError(f"datasets {sorted(both)!r} are in faults and always")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """
+    One request as the server saw it, and how the server dealt with it.
+
+    Times come from the simulator's clock (``time.monotonic`` unless injected).
+    ``status`` is None when no answer was sent: ``reset``, ``hung``, or
+    ``abandoned`` (the client left, or the server stopped, before the answer).
+    ``throttled`` is the server's own rate limit; a scripted 429 is ``answered``.
+    ``seq`` numbers arrivals from 0; ``fault`` names the scripted fault applied.
+    """
+
+    arrived_s: float
+    finished_s: float
+    method: str
+    path: str
+    kind: Kind
+    project_id: str | None
+    dataset_id: str | None
+    status: int | None
+    outcome: Outcome
+    error_code: str | None
+    request_id: str
+    headers: Mapping[str, str]
+    body_size: int
+    seq: int = 0
+    query: str = ""
+    fault: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """
+        Return the record as plain JSON-ready values.
+        """
+        return {
+            "seq": self.seq,
+            "arrived_s": self.arrived_s,
+            "finished_s": self.finished_s,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "kind": self.kind,
+            "project_id": self.project_id,
+            "dataset_id": self.dataset_id,
+            "status": self.status,
+            "outcome": self.outcome,
+            "error_code": self.error_code,
+            "fault": self.fault,
+            "request_id": self.request_id,
+            "headers": dict(self.headers),
+            "body_size": self.body_size,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncTask:
+    """
+    One accepted sync; its state follows from the clock, so nothing updates it.
+    """
+
+    task_id: str
+    started_s: float
+    create_time_ms: int
+    fails: bool
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """
+    The server's working notes on one request, turned into a `Received` at the end.
+    """
+
+    seq: int
+    arrived_s: float
+    kind: Kind
+    project_id: str | None
+    dataset_id: str | None
+    latency_s: float
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    body_size: int = 0
+    status: int | None = None
+    outcome: Outcome = "abandoned"
+    error_code: str | None = None
+    fault: Fault | None = None
+    logged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """
+    What the server decided to send back, before any latency.
+    """
+
+    status: int = 200
+    body: bytes = b"{}"
+    content_type: str = "application/json"
+    error_code: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    action: Action = "answer"
+    outcome: Outcome = "answered"
+
+
+def _json(payload: object, status: int = 200) -> _Answer:
+    return _Answer(status=status, body=json.dumps(payload).encode())
+
+
+def _error(
+    status: int, error: tuple[str, str], outcome: Outcome = "answered"
+) -> _Answer:
+    code, message = error
+    body = json.dumps({"error_code": code, "error_msg": message}).encode()
+    return _Answer(status=status, body=body, error_code=code, outcome=outcome)
+
+
+def _route(method: str, path: str) -> tuple[Kind, str | None, str | None]:
+    """
+    Return the API a request calls and the project and dataset ids in its path.
+    """
+    if path == _IAM_PATH:
+        return ("token" if method == "POST" else "other"), None, None
+    match = _DATASETS_PATH.match(path)
+    if match is None:
+        return "other", None, None
+    project_id, dataset_id, tail = match.groups()
+
+    return (
+        _KINDS.get((method, dataset_id is not None, tail), "other"),
+        project_id,
+        dataset_id,
+    )
+
+
+def _fault_answer(fault: Fault) -> _Answer:
+    """
+    Return the scripted answer of a fault that carries a status.
+    """
+    assert fault.status is not None
+    headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
+    if fault.body is not None:
+        body, content_type = fault.body.encode(), fault.content_type or "text/html"
+        return _Answer(fault.status, body, content_type, fault.error_code, headers)
+    if fault.status < 400 and fault.error_code is None:
+        return _Answer(fault.status, headers=headers)
+
+    code, message = _DEFAULT_ERRORS.get(fault.status, (f"SIM.{fault.status}", "Error"))
+    code, message = fault.error_code or code, fault.error_msg or message
+    body = json.dumps({"error_code": code, "error_msg": message}).encode()
+    content_type = fault.content_type or "application/json"
+    return _Answer(fault.status, body, content_type, code, headers)
+
+
+def _paging(query: Mapping[str, str]) -> tuple[int, int]:
+    """
+    Return the list API's offset and limit; raise ValueError when out of range.
+    """
+    offset = int(query.get("offset", "0"))
+    limit = int(query.get("limit", "10"))
+    if offset < 0 or not 1 <= limit <= 100:
+        raise ValueError(f"offset {offset} must be >= 0 and limit {limit} 1-100")
+
+    return offset, limit
+
+
+def _dataset_json(dataset: Dataset, status: int) -> dict[str, Any]:
+    return {
+        "dataset_id": dataset.dataset_id,
+        "dataset_name": dataset.dataset_name or dataset.dataset_id,
+        "dataset_type": dataset.dataset_type,
+        "status": status,
+        "data_sources": [
+            {
+                "data_type": 0,
+                "data_path": dataset.data_path or f"/sim-bucket/{dataset.dataset_id}/",
+            }
+        ],
+        "create_time": dataset.create_time,
+        "update_time": dataset.update_time,
+    }
+
+
+class Simulator:
+    """
+    The ModelArts stand-in server; use as ``async with Simulator(plan) as sim``.
+
+    State (sync tasks, unconsumed faults, the rate window, records) lives as long as
+    the object; a stopped simulator is not restarted. ``clock`` drives arrival
+    times, the rate window and sync progress, so tests can move time by hand;
+    latency and hangs use the event loop's real time.
+    """
+
+    def __init__(
+        self,
+        plan: Plan | None = None,
+        *,
+        log_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan or Plan()
+        self.log_path = log_path
+        self.max_in_flight = 0
+        self._clock = clock
+        self._received: list[Received] = []
+        self._arrivals = 0
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = asyncio.Event()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._delayed: set[asyncio.Task[Any]] = set()
+        self._scripted = {key: deque(f) for key, f in self.plan.faults.items()}
+        self._tasks: dict[tuple[str, str], _SyncTask] = {}
+        self._window: deque[float] = deque()
+        rate = self.plan.rate_limit_per_s
+        self._rate_cap = None if rate is None else math.floor(rate)
+        self._catalogue = _index(self.plan.datasets)
+        self._runner: web.ServerRunner | None = None
+        self._url: str | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """
+        Return the base URL, ``http://127.0.0.1:PORT``; only once started.
+        """
+        if self._url is None:
+            raise RuntimeError("the simulator has not been started")
+        return self._url
+
+    @property
+    def received(self) -> list[Received]:
+        """
+        Return a copy of the finished requests' records, in arrival order.
+        """
+        return list(self._received)
+
+    @property
+    def in_flight(self) -> int:
+        """
+        Return how many requests are being handled right now.
+        """
+        return self._in_flight
+
+    def sync_requests(self) -> list[Received]:
+        """
+        Return the records of sync-data POSTs, in arrival order.
+        """
+        return [r for r in self._received if r.kind == "sync"]
+
+    def peak_arrivals(self, window_s: float = 1.0, kind: str | None = "sync") -> int:
+        """
+        Return the most requests of ``kind`` (None: any) that arrived within any
+        ``window_s`` span, whatever their outcome: the rate the server really saw.
+        """
+        times = sorted(r.arrived_s for r in self._received if kind in (None, r.kind))
+        peak, first = 0, 0
+        for last, arrived_s in enumerate(times):
+            while arrived_s - times[first] >= window_s:
+                first += 1
+            peak = max(peak, last - first + 1)
+
+        return peak
+
+    async def wait_for_requests(self, n: int, timeout_s: float = 10.0) -> None:
+        """
+        Wait until ``n`` requests have arrived in all (finished or not).
+
+        Raises TimeoutError, saying how many arrived, after ``timeout_s``.
+        """
+        if self._arrivals >= n:
+            return
+        waiter = (n, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter[1]
+        except TimeoutError:
+            message = f"{self._arrivals} of {n} requests arrived in {timeout_s}s"
+            raise TimeoutError(message) from None
+        finally:
+            self._waiters.remove(waiter)
+
+    async def wait_until_idle(self, timeout_s: float = 10.0) -> None:
+        """
+        Wait until no request is being handled, so every record is complete.
+        """
+        async with asyncio.timeout(timeout_s):
+            await self._idle.wait()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """
+        Listen on ``host:port`` (0: a free port) and return the base URL.
+
+        Raises ConfigError when the address cannot be bound or the log opened.
+        """
+        if self._runner is not None or self._stopping.is_set():
+            raise RuntimeError("a simulator starts once")
+        self._open_log()
+        try:
+            self._runner = runner = await _listen(self._handle, host, port)
+        except ConfigError:
+            await self.stop()
+            raise
+
+        bound_host, bound_port = runner.addresses[0][:2]
+        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{bound_host}:{bound_port}"
+        return self._url
+
+    async def stop(self) -> None:
+        """
+        Stop at once: release hangs, drop delayed answers, close connections and log.
+
+        Requests cut short this way are recorded as ``hung`` or ``abandoned``.
+        Calling it again does nothing.
+        """
+        self._stopping.set()
+        for task in self._delayed:
+            task.cancel()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _open_log(self) -> None:
+        if self.log_path is None:
+            return
+        try:
+            self._log = self.log_path.open("a", encoding="utf-8")
+        except OSError as exc:
+            message = f"{self.log_path}: cannot open the request log: {exc.strerror}"
+            raise ConfigError(message) from exc
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        exchange = self._arrive(request)
+        try:
+            return await self._serve(request, exchange)
+        finally:
+            self._finish(request, exchange)
+
+    def _arrive(self, request: web.BaseRequest) -> _Exchange:
+        kind, project_id, dataset_id = _route(request.method, request.path)
+        exchange = _Exchange(
+            self._arrivals,
+            self._clock(),
+            kind,
+            project_id,
+            dataset_id,
+            self.plan.latency_s,
+        )
+        self._arrivals += 1
+        self._in_flight += 1
+        self._idle.clear()
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        for n, future in self._waiters:
+            if n <= self._arrivals and not future.done():
+                future.set_result(None)
+
+        return exchange
+
+    async def _serve(
+        self, request: web.BaseRequest, exchange: _Exchange
+    ) -> web.StreamResponse:
+        body = await request.read()
+        exchange.body_size = len(body)
+        answer = self._decide(request, exchange, body)
+        if answer.action == "hang":
+            exchange.outcome = "hung"
+            self._log_hang(request, exchange)
+            await self._stopping.wait()
+            return _drop(request)
+        if exchange.latency_s > 0:
+            await self._delay(exchange.latency_s)
+        if answer.action == "reset":
+            exchange.outcome = "reset"
+            return _drop(request)
+
+        exchange.status = answer.status
+        exchange.error_code = answer.error_code
+        exchange.outcome = answer.outcome
+        headers = {
+            "X-Request-Id": exchange.request_id,
+            "Content-Type": answer.content_type,
+            **answer.headers,
+        }
+        return web.Response(status=answer.status, body=answer.body, headers=headers)
+
+    async def _delay(self, latency_s: float) -> None:
+        """
+        Sleep before answering, in a way stop() can cut short.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._delayed.add(task)
+        try:
+            await asyncio.sleep(latency_s)
+        finally:
+            self._delayed.discard(task)
+
+    def _decide(
+        self, request: web.BaseRequest, exchange: _Exchange, body: bytes
+    ) -> _Answer:
+        """
+        Apply routing, auth, rate limit and faults, then answer as the API would.
+        """
+        kind = exchange.kind
+        if kind == "other":
+            return _error(404, _NO_API)
+        if kind == "token":
+            return self._issue_token(body, exchange)
+        token = self.plan.token
+        if token is not None and request.headers.get("X-Auth-Token") != token:
+            return _error(401, _DEFAULT_ERRORS[401])
+        if kind in self.plan.rate_limited_kinds and not self._admit(exchange.arrived_s):
+            return _error(429, _DEFAULT_ERRORS[429], outcome="throttled")
+
+        fault = self._next_fault(exchange.dataset_id)
+        if fault is not None:
+            exchange.fault = fault
+            if fault.latency_ms is not None:
+                exchange.latency_s = fault.latency_ms / 1000
+            if fault.action != "answer":
+                return _Answer(action=fault.action)
+            if fault.status is not None:
+                return _fault_answer(fault)
+
+        return self._answer_api(request, exchange)
+
+    def _admit(self, now: float) -> bool:
+        """
+        Admit a request if fewer than the limit were admitted in the last second.
+        """
+        if self._rate_cap is None:
+            return True
+        window = self._window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self._rate_cap:
+            return False
+
+        window.append(now)
+        return True
+
+    def _next_fault(self, dataset_id: str | None) -> Fault | None:
+        if dataset_id is None:
+            return None
+        always = self.plan.always.get(dataset_id)
+        if always is not None:
+            return always
+        scripted = self._scripted.get(dataset_id)
+
+        return scripted.popleft() if scripted else None
+
+    def _answer_api(self, request: web.BaseRequest, exchange: _Exchange) -> _Answer:
+        project_id, dataset_id = exchange.project_id, exchange.dataset_id
+        assert project_id is not None
+        if exchange.kind == "list":
+            return self._list(project_id, request.query, exchange.arrived_s)
+        assert dataset_id is not None
+        dataset = self._lookup(project_id, dataset_id)
+        if dataset is None:
+            return _error(404, _DEFAULT_ERRORS[404])
+        if exchange.kind == "show":
+            status = self._status_of(project_id, dataset, exchange.arrived_s)
+            return _json(_dataset_json(dataset, status))
+        if exchange.kind == "status":
+            return self._sync_status(project_id, dataset_id, exchange.arrived_s)
+
+        return self._sync(project_id, dataset, exchange.arrived_s)
+
+    def _lookup(self, project_id: str, dataset_id: str) -> Dataset | None:
+        if self._catalogue is None:
+            return Dataset(dataset_id)
+
+        return self._catalogue.get(project_id, {}).get(dataset_id)
+
+    def _sync(self, project_id: str, dataset: Dataset, now: float) -> _Answer:
+        """
+        Accept a sync task unless one is still running or the type cannot sync.
+        """
+        if dataset.dataset_type in _TEXT_TYPES:
+            return _error(501, _DEFAULT_ERRORS[501])
+        key = (project_id, dataset.dataset_id)
+        task = self._tasks.get(key)
+        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
+            return _error(400, _SYNC_EXISTS)
+
+        self._tasks[key] = _SyncTask(
+            task_id=uuid.uuid4().hex[:20],
+            started_s=now,
+            create_time_ms=int(time.time() * 1000),
+            fails=dataset.dataset_id in self.plan.failed_syncs,
+        )
+        return _json({})
+
+    def _sync_status(self, project_id: str, dataset_id: str, now: float) -> _Answer:
+        task = self._tasks.get((project_id, dataset_id))
+        if task is None:
+            return _json({"status": "NOT_EXIST", "dataset_id": dataset_id})
+        state = self._state(task, now)
+        dataset = self._lookup(project_id, dataset_id)
+        done = state == "COMPLETED" and dataset is not None
+        elapsed_s = min(now - task.started_s, self.plan.sync_duration_s)
+        payload: dict[str, Any] = {
+            "status": state,
+            "dataset_id": dataset_id,
+            "task_id": task.task_id,
+            "create_time": task.create_time_ms,
+            "duration_time": round(elapsed_s * 1000),
+            "add_sample_count": dataset.sample_count if done and dataset else 0,
+            "deleted_sample_count": 0,
+            "total_sample_count": dataset.sample_count if dataset else 0,
+        }
+        if state == "FAILED":
+            payload["error_code"], payload["error_msg"] = _SYNC_FAILED
+
+        return _json(payload)
+
+    def _state(self, task: _SyncTask, now: float) -> str:
+        duration_s = self.plan.sync_duration_s
+        elapsed_s = now - task.started_s
+        if elapsed_s >= duration_s:
+            return "FAILED" if task.fails else "COMPLETED"
+
+        return "QUEUING" if elapsed_s < duration_s * _QUEUED_SHARE else "RUNNING"
+
+    def _status_of(self, project_id: str, dataset: Dataset, now: float) -> int:
+        """
+        Return the dataset's status code: 5 (synchronizing) while a sync runs.
+        """
+        task = self._tasks.get((project_id, dataset.dataset_id))
+        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
+            return 5
+
+        return dataset.status
+
+    def _list(self, project_id: str, query: Mapping[str, str], now: float) -> _Answer:
+        try:
+            offset, limit = _paging(query)
+        except ValueError as exc:
+            return _error(400, (_BAD_PARAMETER, f"Invalid paging: {exc}"))
+        datasets = list((self._catalogue or {}).get(project_id, {}).values())
+        first = offset * limit if self.plan.list_offset_mode == "pages" else offset
+        page = datasets[first : first + limit]
+
+        return _json(
+            {
+                "total_number": len(datasets),
+                "datasets": [
+                    _dataset_json(d, self._status_of(project_id, d, now)) for d in page
+                ],
+            }
+        )
+
+    def _issue_token(self, body: bytes, exchange: _Exchange) -> _Answer:
+        """
+        Answer an IAM password-token request; the token is the plan's.
+        """
+        try:
+            auth = json.loads(body)["auth"]
+            methods = auth["identity"]["methods"]
+            user = auth["identity"]["password"]["user"] if "password" in methods else {}
+            password = user.get("password")
+            project = auth.get("scope", {}).get("project", {})
+            exchange.project_id = project.get("id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _iam_error(400, "Bad Request", "The request body is malformed.")
+        expected = self.plan.iam_password
+        if expected is not None and password != expected:
+            return _iam_error(401, "Unauthorized", "The username or password is wrong.")
+
+        issued = datetime.now(UTC)
+        token = {
+            "methods": methods,
+            "issued_at": issued.strftime(_IAM_TIME),
+            "expires_at": (issued + _TOKEN_LIFETIME).strftime(_IAM_TIME),
+            "project": {k: project[k] for k in ("id", "name") if k in project},
+        }
+        subject = {"X-Subject-Token": self.plan.token or "sim-token"}
+        return _Answer(
+            status=201, body=json.dumps({"token": token}).encode(), headers=subject
+        )
+
+    def _finish(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+        """
+        Turn the notes on a request into its record, keep it and log it.
+        """
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+        record = _record(request, exchange, self._clock())
+        if self._received and self._received[-1].seq > record.seq:
+            insort(self._received, record, key=lambda r: r.seq)
+        else:
+            self._received.append(record)
+        if self._log is not None and not exchange.logged:
+            self._log.write(json.dumps(record.as_dict()) + "\n")
+            self._log.flush()
+
+    def _log_hang(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+        """
+        Log a hung request when it starts hanging, with no finish time.
+
+        Readers of the log (another process) must see a hang while it lasts; the
+        log is append-only, so that line is the request's only one.
+        """
+        if self._log is not None:
+            line = _record(request, exchange, exchange.arrived_s).as_dict()
+            line["finished_s"] = None
+            self._log.write(json.dumps(line) + "\n")
+            self._log.flush()
+            exchange.logged = True
+
+
+def _record(
+    request: web.BaseRequest, exchange: _Exchange, finished_s: float
+) -> Received:
+    return Received(
+        arrived_s=exchange.arrived_s,
+        finished_s=finished_s,
+        method=request.method,
+        path=request.path,
+        kind=exchange.kind,
+        project_id=exchange.project_id,
+        dataset_id=exchange.dataset_id,
+        status=exchange.status,
+        outcome=exchange.outcome,
+        error_code=exchange.error_code,
+        request_id=exchange.request_id,
+        headers=_redacted(request),
+        body_size=exchange.body_size,
+        seq=exchange.seq,
+        query=request.query_string,
+        fault=None if exchange.fault is None else exchange.fault.label,
+    )
+
+
+async def _listen(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    host: str,
+    port: int,
+) -> web.ServerRunner:
+    """
+    Serve ``handler`` on ``host:port``; raise ConfigError if it cannot bind.
+    """
+    # handler_cancellation: a client that leaves ends its hang or delayed answer.
+    server = web.Server(handler, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise ConfigError(message) from exc
+
+    return runner
+
+
+def _drop(request: web.BaseRequest) -> web.StreamResponse:
+    """
+    Abort the connection; aiohttp then fails quietly to send the returned answer.
+    """
+    if request.transport is not None:
+        request.transport.abort()
+
+    return web.Response(status=500)
+
+
+def _redacted(request: web.BaseRequest) -> CIMultiDictProxy[str]:
+    headers = CIMultiDict(request.headers)
+    for name in _SECRET_HEADERS:
+        if name in headers:
+            headers[name] = REDACTED
+
+    return CIMultiDictProxy(headers)
+
+
+def _iam_error(status: int, title: str, message: str) -> _Answer:
+    body = {"error": {"code": status, "title": title, "message": message}}
+    return _Answer(status=status, body=json.dumps(body).encode())
+
+
+def _index(
+    datasets: Mapping[str, tuple[Dataset, ...]] | None,
+) -> dict[str, dict[str, Dataset]] | None:
+    if datasets is None:
+        return None
+
+    return {p: {d.dataset_id: d for d in items} for p, items in datasets.items()}
+
+
+def serve_forever(
+    plan: Plan,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_path: Path | None = None,
+) -> None:
+    """
+    Serve until SIGINT or SIGTERM, then stop cleanly and return.
+
+    Prints exactly one line to stdout once listening: ``listening on URL``.
+    Raises ConfigError when the address cannot be bound or the log opened.
+    """
+    asyncio.run(_serve_until_signalled(plan, host, port, log_path))
+
+
+async def _serve_until_signalled(
+    plan: Plan, host: str, port: int, log_path: Path | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        simulator = Simulator(plan, log_path=log_path)
+        url = await simulator.start(host, port)
+        try:
+            print(f"listening on {url}", flush=True)
+            await stop.wait()
+        finally:
+            await simulator.stop()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+# The plan file ------------------------------------------------------------------
+
+_FAULT_KEYS = tuple(f.name for f in fields(Fault) if f.name != "action")
+_DATASET_KEYS = tuple(f.name for f in fields(Dataset))
+
+
+class _Lined(dict[Any, Any]):
+    """
+    A YAML mapping that remembers the line each key was written on.
+    """
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[Any, int] = {}
+
+
+class _LineLoader(yaml.SafeLoader):
+    """
+    A safe loader whose mappings are `_Lined` and refuse duplicate keys.
+    """
+
+
+def _construct_lined(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Lined:
+    loader.flatten_mapping(node)
+    mapping = _Lined()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            problem = f"{key!r} cannot be a key"
+        elif key in mapping:
+            problem = f"duplicate key {key!r}"
+        else:
+            problem = None
+        if problem is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, problem, key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+
+    return mapping
+
+
+_LineLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_lined,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spot:
+    """
+    Where a value sits in the plan file: file, line and field path.
+    """
+
+    file: Path
+    line: int | None
+    field: str
+
+    def at(self, mapping: _Lined, key: object, separator: str = ".") -> _Spot:
+        name = f"{self.field}{separator}{key}" if self.field else str(key)
+        return _Spot(self.file, mapping.lines.get(key, self.line), name)
+
+    def item(self, index: int) -> _Spot:
+        return _Spot(self.file, self.line, f"{self.field}[{index}]")
+
+    def error(self, value: object, rule: str) -> ConfigError:
+        return ConfigError(f"{self.place}: {value!r} {rule}")
+
+    def unknown(self, value: object, known: tuple[str, ...]) -> ConfigError:
+        return ConfigError(
+            f"{self.place}: unknown key (value {value!r}); known: {', '.join(known)}"
+        )
+
+    @property
+    def place(self) -> str:
+        line = "" if self.line is None else f":{self.line}"
+        return f"{self.file}{line} {self.field}"
+
+
+def load_plan(path: Path) -> Plan:
+    """
+    Read a plan from a YAML file; an empty file is the default plan.
+
+    Keys: ``token`` (null: accept any), ``rate_limit`` (per second),
+    ``latency_ms``, ``sync_duration_ms``, ``faults`` ({dataset_id: [fault, ...]}),
+    ``always`` ({dataset_id: fault}), ``catalogue`` ({project_id: [{dataset_id,
+    dataset_name, dataset_type, status, data_path, sample_count, create_time,
+    update_time}]}), ``list_offset_mode`` (records | pages), ``rate_limited``
+    (API kinds the limit counts), ``failed_syncs`` (dataset ids) and
+    ``iam_password``. A fault is a status (``503``), ``reset``, ``hang``, or a
+    mapping of `Fault` fields without ``action``; a lone fault under ``faults``
+    is a list of one.
+
+    Raises ConfigError, one line naming the file, line, field and value.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        # _LineLoader is a SafeLoader that also records lines: no arbitrary objects.
+        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the plan: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = "" if mark is None else f":{mark.line + 1}"
+        problem = getattr(exc, "problem", None) or "is not valid YAML"
+        raise ConfigError(f"{path}{line}: {problem}") from exc
+    if document is None:
+        return Plan()
+    top = _Spot(path, 1, "")
+    if not isinstance(document, _Lined):
+        raise _Spot(path, 1, "plan").error(document, "is not a mapping of settings")
+
+    return _plan_from(document, top)
+
+
+def _plan_from(document: _Lined, top: _Spot) -> Plan:
+    _refuse_unknown(document, tuple(_PLAN_FIELDS), top)
+    values = {}
+    for key, value in document.items():
+        name, convert = _PLAN_FIELDS[key]
+        values[name] = convert(value, top.at(document, key))
+    try:
+        return Plan(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{top.file}: {exc}") from exc
+
+
+def _scripted_from(value: object, spot: _Spot) -> dict[str, tuple[Fault, ...]]:
+    faults = {}
+    for dataset_id, scripted, where in _by_id(value, spot):
+        items = scripted if isinstance(scripted, list) else [scripted]
+        faults[dataset_id] = tuple(
+            _fault_from(item, where.item(i)) for i, item in enumerate(items)
+        )
+
+    return faults
+
+
+def _always_from(value: object, spot: _Spot) -> dict[str, Fault]:
+    return {key: _fault_from(item, where) for key, item, where in _by_id(value, spot)}
+
+
+def _offset_mode(value: object, spot: _Spot) -> str:
+    if value not in ("records", "pages"):
+        raise spot.error(value, "is not records or pages")
+
+    return str(value)
+
+
+def _kinds(value: object, spot: _Spot) -> frozenset[str]:
+    kinds = frozenset(_text_list(value, spot))
+    if not kinds <= API_KINDS:
+        raise spot.error(sorted(kinds - API_KINDS), f"are not in {sorted(API_KINDS)}")
+
+    return kinds
+
+
+def _by_id(value: object, spot: _Spot) -> list[tuple[str, Any, _Spot]]:
+    """
+    Return the entries of a mapping keyed by project or dataset id, checked.
+    """
+    if not isinstance(value, _Lined):
+        raise spot.error(value, "is not a mapping of ids")
+    entries = []
+    for key, item in value.items():
+        where = spot.at(value, key)
+        if not isinstance(key, str) or not _ID_RE.match(key):
+            raise where.error(key, "is not an id of A-Z a-z 0-9 _ - (quote numbers)")
+        entries.append((key, item, where))
+
+    return entries
+
+
+def _fault_from(value: object, spot: _Spot) -> Fault:
+    if value in ("reset", "hang"):
+        return RESET if value == "reset" else HANG
+    if isinstance(value, int) and not isinstance(value, bool):
+        fields: dict[str, Any] = {"status": value}
+    elif isinstance(value, _Lined):
+        fields = _fault_fields(value, spot)
+    else:
+        raise spot.error(value, "is not a status, reset, hang or a mapping")
+    try:
+        return Fault(**fields)
+    except ValueError as exc:
+        raise spot.error(value, f"is not a usable fault: {exc}") from exc
+
+
+def _fault_fields(mapping: _Lined, spot: _Spot) -> dict[str, Any]:
+    _refuse_unknown(mapping, _FAULT_KEYS, spot)
+    fields: dict[str, Any] = {}
+    for key, item in mapping.items():
+        where = spot.at(mapping, key)
+        if key == "status":
+            fields[key] = _integer(item, where)
+        elif key == "latency_ms":
+            fields[key] = _number(item, where, 0)
+        elif key == "retry_after" and _is_number(item):
+            fields[key] = f"{item:g}"
+        else:
+            fields[key] = _text(item, where)
+
+    return fields
+
+
+def _catalogue_from(value: object, spot: _Spot) -> dict[str, tuple[Dataset, ...]]:
+    catalogue = {}
+    for project_id, entries, where in _by_id(value, spot):
+        if not isinstance(entries, list):
+            raise where.error(entries, "is not a list of datasets")
+        catalogue[project_id] = tuple(
+            _dataset_from(entry, where.item(i)) for i, entry in enumerate(entries)
+        )
+
+    return catalogue
+
+
+def _dataset_from(value: object, spot: _Spot) -> Dataset:
+    if not isinstance(value, _Lined) or "dataset_id" not in value:
+        raise spot.error(value, "is not a mapping with a dataset_id")
+    _refuse_unknown(value, _DATASET_KEYS, spot)
+    fields: dict[str, Any] = {}
+    for key, item in value.items():
+        where = spot.at(value, key)
+        text_key = key in ("dataset_id", "dataset_name", "data_path")
+        fields[key] = _text(item, where) if text_key else _integer(item, where)
+    if not _ID_RE.match(fields["dataset_id"]):
+        raise spot.at(value, "dataset_id").error(fields["dataset_id"], "is not an id")
+
+    return Dataset(**fields)
+
+
+def _refuse_unknown(mapping: _Lined, known: tuple[str, ...], spot: _Spot) -> None:
+    for key, value in mapping.items():
+        if key not in known:
+            raise spot.at(mapping, key).unknown(value, known)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: object, spot: _Spot, minimum: float) -> float:
+    if not _is_number(value):
+        raise spot.error(value, "is not a number")
+    if value < minimum:
+        raise spot.error(value, f"is below {minimum:g}")
+
+    return float(value)
+
+
+def _integer(value: object, spot: _Spot) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise spot.error(value, "is not an integer")
+
+    return value
+
+
+def _text(value: object, spot: _Spot) -> str:
+    if not isinstance(value, str):
+        raise spot.error(value, "is not a string")
+
+    return value
+
+
+def _optional_text(value: object, spot: _Spot) -> str | None:
+    return None if value is None else _text(value, spot)
+
+
+def _text_list(value: object, spot: _Spot) -> list[str]:
+    if not isinstance(value, list):
+        raise spot.error(value, "is not a list")
+
+    return [_text(item, spot.item(i)) for i, item in enumerate(value)]
+
+
+# Plan file key -> (Plan field, converter), in the order the file format lists them.
+_PLAN_FIELDS: dict[str, tuple[str, Callable[[Any, _Spot], Any]]] = {
+    "token": ("token", _optional_text),
+    "rate_limit": (
+        "rate_limit_per_s",
+        lambda value, spot: None if value is None else _number(value, spot, 1),
+    ),
+    "latency_ms": ("latency_s", lambda value, spot: _number(value, spot, 0) / 1000),
+    "sync_duration_ms": (
+        "sync_duration_s",
+        lambda value, spot: _number(value, spot, 0) / 1000,
+    ),
+    "faults": ("faults", _scripted_from),
+    "always": ("always", _always_from),
+    "catalogue": ("datasets", _catalogue_from),
+    "list_offset_mode": ("list_offset_mode", _offset_mode),
+    "rate_limited": ("rate_limited_kinds", _kinds),
+    "failed_syncs": (
+        "failed_syncs",
+        lambda value, spot: frozenset(_text_list(value, spot)),
+    ),
+    "iam_password": ("iam_password", _optional_text),
+}
