@@ -1,0 +1,335 @@
+"""
+Call the ModelArts API: one method per call, HTTP answers turned into results.
+
+The client knows HTTP and the API and nothing of retries: every failure leaves
+as one of the typed errors in :mod:`orchestrator.errors`, which says itself
+whether it is worth retrying.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from orchestrator import __version__
+from orchestrator.auth import Auth, RequestInfo
+from orchestrator.errors import (
+    ApiError,
+    AuthError,
+    BusyError,
+    ForbiddenError,
+    NotFoundError,
+    RejectedError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
+
+USER_AGENT = f"modelarts-sync/{__version__}"
+# Error bodies are a few hundred bytes; reading more would let a broken proxy
+# fill memory with one answer.
+MAX_BODY_BYTES = 64 * 1024
+ERROR_TEXT_BYTES = 200
+# Codes that mean the dataset (or project) is not there, whatever the status.
+NOT_FOUND_CODES = frozenset({"ModelArts.4352", "ModelArts.2783", "ModelArts.6623"})
+ALREADY_RUNNING_CODE = "ModelArts.4355"
+BUSY_CODE = "ModelArts.4409"
+SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 504})
+# RFC 9110 says whole seconds; servers in the wild also send fractions.
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAccepted:
+    """
+    The server took the sync request (or a sync for the dataset already runs).
+    """
+
+    http_status: int
+    request_id: str | None
+    already_running: bool = False
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class ModelArtsClient:
+    """
+    Talk to one ModelArts endpoint over one connection pool.
+
+    Use it as an async context manager; the pool holds at most ``concurrency``
+    connections, matching the requests the runner lets fly at once.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        auth: Auth,
+        *,
+        timeout_s: float,
+        concurrency: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._auth = auth
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._concurrency = concurrency
+        self._ssl: ssl.SSLContext | bool = ssl_context or True
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ModelArtsClient:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_headers_sent.append(_call_on_sent)
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency, limit_per_host=self._concurrency, ssl=self._ssl
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trace_configs=[tracing],
+            headers={"User-Agent": USER_AGENT},
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """
+        Close the connection pool.
+        """
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def sync_data(
+        self,
+        project_id: str,
+        dataset_id: str,
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> SyncAccepted:
+        """
+        Ask ModelArts to re-read one dataset's input location.
+
+        ``ModelArts.4355`` (a sync task already exists) is an accepted answer
+        with ``already_running`` set: the data is being synced either way.
+
+        Raises:
+            ApiError: a subclass saying how the call failed.
+        """
+        path = f"/v2/{_segment(project_id)}/datasets/{_segment(dataset_id)}/sync-data"
+        answer = await self._request("POST", path, project_id, on_sent=on_sent)
+
+        request_id = answer.headers.get("X-Request-Id")
+        if 200 <= answer.status < 300:
+            return SyncAccepted(http_status=answer.status, request_id=request_id)
+
+        error = _error_for(answer)
+        if error.error_code == ALREADY_RUNNING_CODE:
+            return SyncAccepted(
+                http_status=answer.status,
+                request_id=error.request_id,
+                already_running=True,
+                error_code=ALREADY_RUNNING_CODE,
+            )
+        raise error
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        project_id: str,
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> _Answer:
+        """
+        Send one signed request and read a bounded answer.
+
+        Raises:
+            TransportError: no answer arrived (refused, reset, timed out).
+        """
+        if self._session is None:
+            raise RuntimeError("ModelArtsClient used outside 'async with'")
+
+        url = URL(self._endpoint + path, encoded=True)
+        body = b""
+        headers = {"Content-Type": "application/json"}
+        headers.update(
+            await self._auth.headers(
+                RequestInfo(method, url, project_id, body, headers)
+            )
+        )
+        sent = _SendState(on_sent)
+
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                trace_request_ctx={"sent": sent},
+            ) as response:
+                answer_body = await response.content.read(MAX_BODY_BYTES)
+                return _Answer(response.status, response.headers, answer_body)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{method} {path}: no answer within the request timeout",
+                ambiguous=sent.happened,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(
+                f"{method} {path}: cannot connect to {exc.host}:{exc.port}: "
+                f"{exc.os_error.strerror or exc.os_error}",
+                ambiguous=False,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportError(
+                f"{method} {path}: connection failed: {type(exc).__name__}: {exc}",
+                ambiguous=sent.happened,
+            ) from exc
+
+
+async def _call_on_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    """
+    Tell the caller its request has just been written to the socket.
+    """
+    sent = (context.trace_request_ctx or {}).get("sent")
+    if isinstance(sent, _SendState):
+        sent.mark()
+
+
+class _SendState:
+    """
+    Whether one request has left, and whom to tell when it does.
+    """
+
+    __slots__ = ("happened", "on_sent")
+
+    def __init__(self, on_sent: Callable[[], None] | None) -> None:
+        self.on_sent = on_sent
+        self.happened = False
+
+    def mark(self) -> None:
+        self.happened = True
+        if self.on_sent is not None:
+            self.on_sent()
+
+
+def _segment(value: str) -> str:
+    """
+    Return ``value`` safe to stand as one URL path segment.
+    """
+    return quote(value, safe="")
+
+
+def _error_for(answer: _Answer) -> ApiError:
+    """
+    Return the typed error an unsuccessful answer stands for.
+    """
+    code, message, body_request_id = _error_fields(answer.body)
+    request_id = answer.headers.get("X-Request-Id") or body_request_id
+    status = answer.status
+    text = f"HTTP {status}" + (f" {code}" if code else "") + f": {message}"
+    fields: dict[str, Any] = {
+        "http_status": status,
+        "error_code": code,
+        "error_msg": message,
+        "request_id": request_id,
+    }
+
+    if code == BUSY_CODE:
+        return BusyError(text, **fields)
+    if status == 401:
+        return AuthError(text, **fields)
+    if status == 403:
+        return ForbiddenError(text, **fields)
+    if status == 404 or code in NOT_FOUND_CODES:
+        return NotFoundError(text, **fields)
+    retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
+    if status == 429:
+        return ThrottledError(text, retry_after_s=retry_after_s, **fields)
+    if status in SERVER_ERROR_STATUSES:
+        return ServerError(text, retry_after_s=retry_after_s, **fields)
+
+    return RejectedError(text, **fields)
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str, str | None]:
+    """
+    Return the error code, message and request id an error body carries.
+
+    ModelArts and APIG use ``error_code``/``error_msg``; other Huawei Cloud
+    services answer ``errorCode``/``errorMsg`` or ``code``/``message``. A body
+    that is not such JSON becomes the message, cut to 200 bytes.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return None, _snippet(body), None
+
+    code = _first_text(document, "error_code", "errorCode", "code")
+    message = _first_text(document, "error_msg", "errorMsg", "message")
+    request_id = _first_text(document, "request_id", "requestId")
+
+    return code, message or _snippet(body), request_id
+
+
+def _first_text(document: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = document.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)[:500]
+
+    return None
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:ERROR_TEXT_BYTES].decode("utf-8", errors="replace").strip()
+    return text or "(empty body)"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """
+    Return the seconds a ``Retry-After`` header asks for, or None if unusable.
+
+    Accepts delta-seconds and HTTP dates (RFC 9110); a date in the past is 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        return float(value)
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = when.timestamp() - (time.time() if now is None else now)
+
+    return max(0.0, seconds)

@@ -1,0 +1,97 @@
+"""
+The retry policy: what is retried, how long it waits, when it gives up.
+
+Built on tenacity. It knows which errors are transient (each error says so
+itself) and nothing of HTTP; the runner supplies the sleep, so a stopping run
+can cut a wait short, and a hook that hears of every scheduled retry.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import tenacity
+
+from orchestrator.config import RetrySettings
+from orchestrator.errors import OrchestratorError
+
+OnRetry = Callable[[OrchestratorError, int, float], None]
+Sleep = Callable[[float], Awaitable[None]]
+_RNG = random.Random()
+
+
+def backoff_s(
+    attempt: int, settings: RetrySettings, rng: random.Random | None = None
+) -> float:
+    """
+    Return the wait after failed attempt number ``attempt`` (1-based).
+
+    Exponential backoff with full jitter: a uniform draw between
+    ``initial_backoff_s`` and ``initial_backoff_s * 2**(attempt-1)``, the upper
+    end capped at ``max_backoff_s``. The floor keeps throttled retries in
+    seconds, as Huawei Cloud advises, rather than milliseconds.
+    """
+    low = settings.initial_backoff_s
+    high = min(settings.max_backoff_s, low * 2.0 ** min(attempt - 1, 60))
+
+    return (rng or _RNG).uniform(low, max(low, high))
+
+
+def wait_s(
+    error: BaseException | None,
+    attempt: int,
+    settings: RetrySettings,
+    rng: random.Random | None = None,
+) -> float:
+    """
+    Return how long to wait before retrying after ``error``.
+
+    A server's Retry-After wins, capped at ``max_backoff_s``; otherwise backoff.
+    """
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if retry_after_s is not None:
+        return min(float(retry_after_s), settings.max_backoff_s)
+
+    return backoff_s(attempt, settings, rng)
+
+
+def is_transient(error: BaseException) -> bool:
+    """
+    Return whether ``error`` may go away if the same request is sent again.
+    """
+    return isinstance(error, OrchestratorError) and error.transient
+
+
+def retrying(
+    settings: RetrySettings,
+    *,
+    sleep: Sleep,
+    on_retry: OnRetry,
+    rng: random.Random | None = None,
+) -> tenacity.AsyncRetrying:
+    """
+    Return a tenacity controller that retries transient errors per ``settings``.
+
+    It re-raises the last error when it gives up, so the caller sees what the
+    server said last rather than tenacity's wrapper.
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return wait_s(error, state.attempt_number, settings, rng)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        waited_s = state.next_action.sleep if state.next_action else 0.0
+        if isinstance(error, OrchestratorError):
+            on_retry(error, state.attempt_number, waited_s)
+
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(settings.max_attempts),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -1,0 +1,398 @@
+"""
+The engine: feed targets to workers, pace and retry their requests, and
+collect exactly one outcome per target.
+
+Three layers, each readable alone: :meth:`Runner.run` (the whole run, its
+stop rules), :meth:`Runner._sync_target` (one target with its retries) and
+:meth:`Runner._attempt` (one request through the concurrency cap and the rate
+limiter).
+
+Stopping: a deadline, a signal or a refused credential calls :meth:`stop`.
+Nothing new starts from then on; workers that are only waiting (for a slot, the
+limiter or a backoff) are cancelled at once; requests already on the wire get
+``grace_s`` to finish, then are cancelled too. Every target that did not finish
+ends ``cancelled`` with the stop's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from orchestrator import retry
+from orchestrator.client import SyncAccepted
+from orchestrator.config import Settings, Target
+from orchestrator.errors import ApiError, AuthError, OrchestratorError, TransportError
+from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
+from orchestrator.report import Attempt, Outcome
+
+log = structlog.get_logger(__name__)
+
+# Targets in their backoff wait hold a worker but no connection; twice the
+# connection count keeps the pipe full while a few of them wait.
+WORKERS_PER_CONNECTION = 2
+
+
+class SyncClient(Protocol):
+    """
+    The one call the runner needs from a ModelArts client.
+    """
+
+    async def sync_data(
+        self,
+        project_id: str,
+        dataset_id: str,
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> SyncAccepted:
+        """
+        Ask for one dataset's sync.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """
+    Every target's outcome, in plan order, and why the run stopped early if it did.
+    """
+
+    outcomes: tuple[Outcome, ...]
+    stop_reason: str | None
+    started_at: float
+    finished_at: float
+
+
+class _RunStoppedError(Exception):
+    """
+    Raised inside a worker to abandon its target because the run is stopping.
+    """
+
+
+@dataclass(slots=True)
+class _Progress:
+    """
+    What one target has done so far; the source of its outcome.
+    """
+
+    target: Target
+    started_at: float = field(default_factory=time.time)
+    history: list[Attempt] = field(default_factory=list)
+    sending: bool = False
+    last_error: ApiError | None = None
+
+    def outcome(
+        self, status: str, reason: str | None, accepted: SyncAccepted | None = None
+    ) -> Outcome:
+        error = self.last_error if accepted is None else None
+        return Outcome(
+            project_id=self.target.project_id,
+            dataset_id=self.target.dataset_id,
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+            already_running=accepted.already_running if accepted else False,
+            http_status=accepted.http_status if accepted else _status_of(error),
+            error_code=accepted.error_code if accepted else _code_of(error),
+            error_msg=error.error_msg or str(error) if error else None,
+            request_id=accepted.request_id if accepted else _request_id_of(error),
+            started_at=self.started_at,
+            finished_at=time.time(),
+            history=tuple(self.history),
+        )
+
+
+class Runner:
+    """
+    Run one batch of targets against one client under the settings' limits.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: SyncClient,
+        *,
+        clock: Clock | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._clock = clock or MonotonicClock()
+        self._limiter = limiter or RateLimiter(
+            settings.rate_limit_per_s, clock=self._clock
+        )
+        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._stop_reason: str | None = None
+        self._workers: dict[asyncio.Task[None], _Progress | None] = {}
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._started_mono = 0.0
+
+    @property
+    def stop_reason(self) -> str | None:
+        """
+        Return why the run is stopping, or None while it runs normally.
+        """
+        return self._stop_reason
+
+    async def run(self, targets: Sequence[Target]) -> RunResult:
+        """
+        Sync every target once, retrying transient failures, and return outcomes.
+        """
+        started_at = time.time()
+        self._started_mono = self._clock.now()
+        outcomes: list[Outcome | None] = [None] * len(targets)
+        pending = iter(enumerate(targets))
+        log.info(
+            "run.started",
+            targets=len(targets),
+            rate_limit=self._settings.rate_limit_per_s,
+            concurrency=self._settings.concurrency,
+        )
+
+        deadline = self._arm_deadline()
+        worker_count = min(
+            len(targets), self._settings.concurrency * WORKERS_PER_CONNECTION
+        )
+        for _ in range(worker_count):
+            task = asyncio.create_task(self._worker(pending, outcomes))
+            self._workers[task] = None
+        try:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+
+        final = tuple(
+            outcome or _never_started(targets[i], self._stop_reason)
+            for i, outcome in enumerate(outcomes)
+        )
+        return RunResult(final, self._stop_reason, started_at, time.time())
+
+    def stop(self, reason: str, *, grace_s: float | None = None) -> None:
+        """
+        Stop dispatching; let requests on the wire finish within ``grace_s``.
+
+        Later calls change nothing: the first reason is the one the report keeps.
+        """
+        if self._stop_reason is not None:
+            return
+        if grace_s is None:
+            grace_s = self._settings.shutdown_grace_s
+        self._stop_reason = reason
+        log.warning("run.stopping", reason=reason, grace_s=grace_s)
+
+        for task, progress in self._workers.items():
+            if progress is None or not progress.sending:
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(grace_s, self._cancel_all)
+
+    def abort(self, reason: str) -> None:
+        """
+        Cancel everything now, requests on the wire included (a second Ctrl-C).
+        """
+        self.stop(reason, grace_s=0.0)
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        for task in self._workers:
+            task.cancel()
+
+    def _arm_deadline(self) -> asyncio.TimerHandle | None:
+        if self._settings.deadline_s is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        return loop.call_later(self._settings.deadline_s, self.stop, "deadline")
+
+    async def _worker(
+        self,
+        pending: Iterator[tuple[int, Target]],
+        outcomes: list[Outcome | None],
+    ) -> None:
+        """
+        Take targets one at a time until none is left or the run stops.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        for index, target in pending:
+            if self._stop_reason is not None:
+                return
+            progress = _Progress(target)
+            self._workers[task] = progress
+            with structlog.contextvars.bound_contextvars(
+                project_id=target.project_id, dataset_id=target.dataset_id
+            ):
+                try:
+                    outcome = await self._sync_target(progress)
+                except (asyncio.CancelledError, _RunStoppedError):
+                    outcomes[index] = self._cancelled(progress)
+                    raise
+                except Exception:
+                    # A bug, not a server's answer: keep the traceback in the
+                    # log and still account for the target in the report.
+                    log.exception("sync.crashed")
+                    outcome = progress.outcome("failed", "internal_error")
+                outcomes[index] = outcome
+                _log_outcome(outcome)
+            self._workers[task] = None
+
+    def _cancelled(self, progress: _Progress) -> Outcome:
+        outcome = progress.outcome("cancelled", self._stop_reason or "interrupted")
+        _log_outcome(outcome)
+        return outcome
+
+    async def _sync_target(self, progress: _Progress) -> Outcome:
+        """
+        Sync one target, retrying transient failures, and return its outcome.
+        """
+        retrying = retry.retrying(
+            self._settings.retry, sleep=self._backoff, on_retry=self._on_retry
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    accepted = await self._attempt(progress)
+        except AuthError as error:
+            progress.last_error = error
+            self.stop("auth_failed")
+            return progress.outcome("failed", error.reason)
+        except ApiError as error:
+            progress.last_error = error
+            reason = "retries_exhausted" if error.transient else error.reason
+            return progress.outcome("failed", reason)
+
+        return progress.outcome("succeeded", None, accepted)
+
+    async def _attempt(self, progress: _Progress) -> SyncAccepted:
+        """
+        Send one request for the target once a connection and the pace allow.
+        """
+        if self._stop_reason is not None:
+            raise _RunStoppedError
+        target = progress.target
+
+        async with self._in_flight:
+            ticket = await self._limiter.acquire()
+            offset_s = ticket.released_at - self._started_mono
+            progress.sending = True
+            try:
+                accepted = await self._client.sync_data(
+                    target.project_id, target.dataset_id, on_sent=ticket.mark_sent
+                )
+            except ApiError as error:
+                progress.last_error = error
+                progress.history.append(self._failed_attempt(offset_s, error))
+                raise
+            except asyncio.CancelledError:
+                duration_ms = self._elapsed_ms(ticket.released_at)
+                progress.history.append(Attempt(offset_s, duration_ms, ambiguous=True))
+                raise
+            finally:
+                progress.sending = False
+
+        progress.history.append(
+            Attempt(
+                offset_s,
+                self._elapsed_ms(ticket.released_at),
+                http_status=accepted.http_status,
+                error_code=accepted.error_code,
+                request_id=accepted.request_id,
+            )
+        )
+        log.debug(
+            "sync.attempted",
+            attempt=len(progress.history),
+            http_status=accepted.http_status,
+        )
+        return accepted
+
+    def _failed_attempt(self, offset_s: float, error: ApiError) -> Attempt:
+        duration_ms = self._elapsed_ms(self._started_mono + offset_s)
+        ambiguous = isinstance(error, TransportError) and error.ambiguous
+        log.debug(
+            "sync.attempted",
+            http_status=error.http_status,
+            error_code=error.error_code,
+            duration_ms=duration_ms,
+        )
+        return Attempt(
+            offset_s,
+            duration_ms,
+            http_status=error.http_status,
+            error_code=error.error_code,
+            request_id=error.request_id,
+            ambiguous=ambiguous,
+        )
+
+    def _elapsed_ms(self, since: float) -> float:
+        return round((self._clock.now() - since) * 1000.0, 1)
+
+    async def _backoff(self, seconds: float) -> None:
+        """
+        Wait before a retry, unless the run is stopping.
+        """
+        if self._stop_reason is not None:
+            raise _RunStoppedError
+        await self._clock.sleep(seconds)
+
+    def _on_retry(self, error: OrchestratorError, attempt: int, wait_s: float) -> None:
+        """
+        Log the scheduled retry; a server's Retry-After holds back every request.
+        """
+        retry_after_s = getattr(error, "retry_after_s", None)
+        if retry_after_s is not None:
+            self._limiter.pause_until(self._clock.now() + wait_s)
+        log.warning(
+            "sync.retry_scheduled",
+            attempt=attempt,
+            wait_s=round(wait_s, 3),
+            http_status=getattr(error, "http_status", None),
+            error_code=getattr(error, "error_code", None),
+            retry_after_s=retry_after_s,
+            error=str(error),
+        )
+
+
+def _never_started(target: Target, stop_reason: str | None) -> Outcome:
+    now = time.time()
+    return Outcome(
+        project_id=target.project_id,
+        dataset_id=target.dataset_id,
+        status="cancelled",
+        reason=stop_reason or "interrupted",
+        started_at=None,
+        finished_at=now,
+    )
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    fields = {
+        "attempt": outcome.attempts,
+        "http_status": outcome.http_status,
+        "error_code": outcome.error_code,
+        "request_id": outcome.request_id,
+    }
+    if outcome.status == "succeeded":
+        log.info("sync.accepted", already_running=outcome.already_running, **fields)
+    elif outcome.status == "failed":
+        log.error("sync.failed", reason=outcome.reason, **fields)
+    else:
+        log.info("sync.cancelled", reason=outcome.reason, **fields)
+
+
+def _status_of(error: ApiError | None) -> int | None:
+    return error.http_status if error else None
+
+
+def _code_of(error: ApiError | None) -> str | None:
+    return error.error_code if error else None
+
+
+def _request_id_of(error: ApiError | None) -> str | None:
+    return error.request_id if error else None
