@@ -668,44 +668,6 @@ def test_translates_yaml_errors_with_line_and_column(
     assert isinstance(error.__cause__, yaml.YAMLError)
 
 
-@pytest.fixture(params=["libyaml", "python"])
-def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """
-    Run a test with libyaml's parser (the default) and with PyYAML's own.
-    """
-    if request.param == "python":
-        monkeypatch.setattr(config, "_LOADER", yaml.SafeLoader)
-
-
-@pytest.mark.usefixtures("parser")
-def test_refuses_deep_nesting(tmp_path: Path) -> None:
-    """Thousands of nested brackets are refused instead of exhausting the stack."""
-    path = _write(tmp_path, _yaml(ENDPOINT, "rate_limit: " + "[" * 1_200, TARGETS))
-
-    _refused(path)
-
-
-@pytest.mark.usefixtures("parser")
-def test_either_parser_reads_the_same_settings(tmp_path: Path) -> None:
-    """Without libyaml, PyYAML's own parser gives the same settings and lines."""
-    text = _yaml(
-        ENDPOINT,
-        "rate_limit: 0x10",
-        "deadline: null",
-        "targets:",
-        "  - &first {project_id: p1, dataset_id: d1}",
-        "  - <<: *first",
-        "    dataset_id: d2",
-    )
-
-    settings = config.load(_write(tmp_path, text))
-
-    assert settings.rate_limit_per_s == 16.0
-    assert settings.deadline_s is None
-    assert settings.targets == (Target("p1", "d1"), Target("p1", "d2"))
-    assert [target.line for target in settings.targets] == [5, 6]
-
-
 def test_missing_file_is_a_config_error_chained_from_os_error(tmp_path: Path) -> None:
     """A file that is not there is refused naming the file, chained from OSError."""
     error = _refused(tmp_path / "absent.yaml")

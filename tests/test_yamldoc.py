@@ -1,0 +1,188 @@
+"""
+The generic YAML reader and walker that the config and the fault plan share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from yaml.nodes import Node
+
+from orchestrator import yamldoc
+from orchestrator.errors import ConfigError
+from orchestrator.yamldoc import Document, RuleError, opened
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    """
+    Write a YAML file and return its path.
+    """
+    path = tmp_path / "doc.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _root(doc: Document) -> Node:
+    """
+    Return the document's root node, which the test's file has.
+    """
+    assert doc.root is not None
+    return doc.root
+
+
+def _positive(value: object) -> int:
+    """
+    Accept a positive int, as a schema's rule function would.
+    """
+    if isinstance(value, int) and value > 0:
+        return value
+    raise RuleError("must be a positive whole number", repr(value), "write 1 or more")
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Run a test with libyaml's parser (the default) and with PyYAML's own.
+    """
+    if request.param == "python":
+        monkeypatch.setattr(yamldoc, "_LOADER", yaml.SafeLoader)
+
+
+@pytest.mark.usefixtures("parser")
+def test_refuses_deep_nesting(tmp_path: Path) -> None:
+    """Thousands of nested brackets are refused instead of exhausting the stack."""
+    path = _write(tmp_path, "value: " + "[" * 1_200 + "\n")
+
+    with pytest.raises(ConfigError), opened(path, "test file"):
+        pass
+
+
+@pytest.mark.usefixtures("parser")
+def test_either_parser_reads_the_same_values_and_lines(tmp_path: Path) -> None:
+    """Without libyaml, PyYAML's own parser gives the same values and lines."""
+    text = "count: 0x10\nnone: null\nitems:\n  - &first {a: 1, b: 2}\n  - <<: *first\n"
+    text += "    b: 3\n"
+
+    with opened(_write(tmp_path, text), "test file") as doc:
+        assert doc.root is not None
+        fields = doc.mapping(doc.root, "", ("count", "none", "items"), "a mapping")
+        items = doc.items(fields["items"], "items", "a list")
+        merged = doc.mapping(items[1], "items[1]", ("a", "b"), "a mapping")
+
+        assert doc.value(fields["count"], "count") == 16
+        assert doc.value(fields["none"], "none") is None
+        assert [yamldoc.line(item) for item in items] == [4, 5]
+        assert doc.value(merged["a"], "a") == 1
+        assert doc.value(merged["b"], "b") == 3
+
+
+def test_check_adds_file_line_and_field_to_a_rule_error(tmp_path: Path) -> None:
+    """A rule's error becomes one line: file:line field: rule; got value; fix."""
+    path = _write(tmp_path, "first: 1\nretries: -2\n")
+
+    with opened(path, "test file") as doc:
+        fields = doc.mapping(_root(doc), "", ("first", "retries"), "a mapping")
+        with pytest.raises(ConfigError) as caught:
+            doc.check(fields["retries"], "retries", _positive)
+
+    assert str(caught.value) == (
+        f"{path}:2 retries: must be a positive whole number; got -2; write 1 or more"
+    )
+
+
+def test_optional_gives_the_default_for_a_missing_key(tmp_path: Path) -> None:
+    """optional() returns the default when the key is absent, else the checked value."""
+    with opened(_write(tmp_path, "a: 3\n"), "test file") as doc:
+        assert doc.root is not None
+        fields = doc.mapping(doc.root, "", ("a", "b"), "a mapping")
+
+        assert doc.optional(fields, "a", _positive, 7) == 3
+        assert doc.optional(fields, "b", _positive, 7) == 7
+
+
+def test_pairs_without_known_keys_keep_any_key_and_its_line(tmp_path: Path) -> None:
+    """With known=None every plain key is kept, as written, with its key node."""
+    with opened(_write(tmp_path, "x-1: a\n1234: b\n"), "test file") as doc:
+        assert doc.root is not None
+        pairs = doc.pairs(doc.root, "ids", None, "a mapping of ids")
+
+    assert list(pairs) == ["x-1", "1234"]
+    assert pairs["1234"][0].tag != yamldoc.STR_TAG
+    assert yamldoc.line(pairs["1234"][0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("secret_fix", "expected"),
+    [
+        pytest.param(None, ":1 password: unknown key; known keys: user", id="plain"),
+        pytest.param(
+            "use an env var",
+            ":1 password: secrets must not be written in the test file; use an env var",
+            id="refused-as-secret",
+        ),
+    ],
+)
+def test_secret_like_keys_are_refused_as_secrets_only_when_asked(
+    tmp_path: Path, secret_fix: str | None, expected: str
+) -> None:
+    """A key named like a secret gets the caller's fix only with secret_fix."""
+    path = _write(tmp_path, "password: hunter2\n")
+
+    with opened(path, "test file", secret_fix=secret_fix) as doc:
+        root = _root(doc)
+        with pytest.raises(ConfigError) as caught:
+            doc.mapping(root, "", ("user",), "a mapping")
+
+    assert str(caught.value) == f"{path}{expected}"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_too_large_file_names_the_noun_and_the_fix(tmp_path: Path) -> None:
+    """A file over 50 MiB is refused with the caller's noun and fix."""
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as stream:
+        stream.truncate(yamldoc.MAX_FILE_BYTES + 1)
+
+    with pytest.raises(ConfigError) as caught, opened(path, "plan file", "cut it"):
+        pass
+
+    assert str(caught.value) == f"{path}: the plan file is larger than 50 MiB; cut it"
+
+
+def test_an_empty_file_has_no_root_and_hashes_its_bytes(tmp_path: Path) -> None:
+    """A comment-only file yields a document without a root, with its digest."""
+    with opened(_write(tmp_path, "# nothing\n"), "test file") as doc:
+        assert doc.root is None
+        assert len(doc.sha256) == 64
+
+
+def test_message_leaves_out_missing_parts_and_escapes_newlines() -> None:
+    """The message omits got and fix when absent and stays on one line."""
+    assert yamldoc.message("f.yaml:3", "a.b", "must be x", None, None) == (
+        "f.yaml:3 a.b: must be x"
+    )
+    assert yamldoc.message("--flag", "", "must be x", "'a\\nb'", "fix") == (
+        "--flag: must be x; got 'a\\nb'; fix"
+    )
+    assert "\n" not in yamldoc.message("f", "k", "r", "a\nb", None)
+
+
+def test_child_brackets_keys_that_are_not_plain_names() -> None:
+    """Field paths join plain keys with dots and bracket the others."""
+    assert yamldoc.child("", "retry") == "retry"
+    assert yamldoc.child("retry", "max") == "retry.max"
+    assert yamldoc.child("always", "ds/1") == "always['ds/1']"
+
+
+def test_document_built_from_a_node_reports_its_file(tmp_path: Path) -> None:
+    """A Document over a composed node names the given file in its errors."""
+    doc = Document("inline.yaml", yaml.compose("a: [1, 2]\n", Loader=yaml.SafeLoader))
+    fields = doc.mapping(_root(doc), "", ("a",), "a mapping")
+
+    with pytest.raises(ConfigError) as caught:
+        doc.check(fields["a"], "a", _positive)
+
+    assert str(caught.value).startswith("inline.yaml:1 a: must be a positive")
+    assert "got [1, 2]" in str(caught.value)
