@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 import structlog
 
 from orchestrator import __version__, auth, config, logs, report, targets
-from orchestrator.client import ModelArtsClient
+from orchestrator.client import ModelArtsClient, tls_context
 from orchestrator.errors import (
     ConfigError,
     LockHeldError,
@@ -149,7 +150,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     plan = targets.plan(settings)
     try:
-        credential = auth.resolve(settings.auth, os.environ).source
+        credential = auth.resolve(
+            settings.auth, os.environ, endpoint=settings.endpoint
+        ).source
     except ConfigError as error:
         credential = f"none found ({error}); 'run' would stop with exit code 2"
 
@@ -181,12 +184,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     plan = targets.plan(settings)
-    credential = auth.resolve(settings.auth, os.environ)
+    ssl_context = tls_context(settings.ca_bundle)
+    credential = auth.resolve(
+        settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
+    )
     report_path = args.report or report.default_path(datetime.now(UTC))
     _check_writable(report_path)
     log.info("run.configured", credential=credential.source, report=str(report_path))
 
-    result, signal_number = asyncio.run(_run(settings, plan, credential))
+    result, signal_number = asyncio.run(_run(settings, plan, credential, ssl_context))
 
     document = report.build(result.outcomes, _facts(settings, result))
     written = report.write(document, report_path)
@@ -195,7 +201,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if signal_number is not None:
         return _SIGNAL_EXIT[signal.Signals(signal_number)]
-    if result.stop_reason == "auth_failed":
+    if result.stop_reason == "tls_error":
+        return EXIT_USAGE
+    if any(outcome.reason == "auth_failed" for outcome in result.outcomes):
         return EXIT_AUTH
 
     return report.exit_code(document)
@@ -222,7 +230,10 @@ def _check_writable(path: Path) -> None:
 
 
 async def _run(
-    settings: config.Settings, plan: Sequence[config.Target], credential: auth.Auth
+    settings: config.Settings,
+    plan: Sequence[config.Target],
+    credential: auth.Auth,
+    ssl_context: ssl.SSLContext | None,
 ) -> tuple[RunResult, int | None]:
     """
     Run the plan with SIGINT/SIGTERM wired to a graceful stop.
@@ -236,6 +247,7 @@ async def _run(
         credential,
         timeout_s=settings.timeout_s,
         concurrency=settings.concurrency,
+        ssl_context=ssl_context,
     ) as client:
         runner = Runner(settings, client)
 
@@ -255,6 +267,7 @@ async def _run(
         finally:
             for number in _SIGNAL_EXIT:
                 loop.remove_signal_handler(number)
+            await credential.aclose()
 
     return result, (received[0] if received else None)
 

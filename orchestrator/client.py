@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
@@ -28,11 +29,14 @@ from orchestrator.errors import (
     ApiError,
     AuthError,
     BusyError,
+    ConfigError,
     ForbiddenError,
     NotFoundError,
     RejectedError,
     ServerError,
+    StaleTokenError,
     ThrottledError,
+    TlsError,
     TransportError,
 )
 
@@ -46,6 +50,8 @@ NOT_FOUND_CODES = frozenset({"ModelArts.4352", "ModelArts.2783", "ModelArts.6623
 ALREADY_RUNNING_CODE = "ModelArts.4355"
 BUSY_CODE = "ModelArts.4409"
 SERVER_ERROR_STATUSES = frozenset({500, 502, 503, 504})
+# APIG refuses an X-Sdk-Date more than 15 minutes from its own clock.
+MAX_CLOCK_SKEW_S = 15 * 60.0
 # RFC 9110 says whole seconds; servers in the wild also send fractions.
 _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 
@@ -67,6 +73,7 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    sent_auth: Mapping[str, str]
 
 
 class ModelArtsClient:
@@ -142,7 +149,7 @@ class ModelArtsClient:
         if 200 <= answer.status < 300:
             return SyncAccepted(http_status=answer.status, request_id=request_id)
 
-        error = _error_for(answer)
+        error = await self._error_for(answer, project_id)
         if error.error_code == ALREADY_RUNNING_CODE:
             return SyncAccepted(
                 http_status=answer.status,
@@ -172,11 +179,10 @@ class ModelArtsClient:
         url = URL(self._endpoint + path, encoded=True)
         body = b""
         headers = {"Content-Type": "application/json"}
-        headers.update(
-            await self._auth.headers(
-                RequestInfo(method, url, project_id, body, headers)
-            )
+        sent_auth = await self._auth.headers(
+            RequestInfo(method, url, project_id, body, headers)
         )
+        headers.update(sent_auth)
         sent = _SendState(on_sent)
 
         try:
@@ -188,11 +194,19 @@ class ModelArtsClient:
                 trace_request_ctx={"sent": sent},
             ) as response:
                 answer_body = await response.content.read(MAX_BODY_BYTES)
-                return _Answer(response.status, response.headers, answer_body)
+                return _Answer(
+                    response.status, response.headers, answer_body, sent_auth
+                )
         except TimeoutError as exc:
             raise TransportError(
                 f"{method} {path}: no answer within the request timeout",
                 ambiguous=sent.happened,
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise TlsError(
+                f"{method} {path}: TLS handshake with {exc.host} failed: "
+                f"{_tls_reason(exc)}; if the server uses a private CA, "
+                "point ca_bundle at its certificate"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise TransportError(
@@ -205,6 +219,33 @@ class ModelArtsClient:
                 f"{method} {path}: connection failed: {type(exc).__name__}: {exc}",
                 ambiguous=sent.happened,
             ) from exc
+
+    async def _error_for(self, answer: _Answer, project_id: str) -> ApiError:
+        """
+        Return the typed error an answer stands for, renewing a stale token first.
+        """
+        error = _error_for(answer)
+        if not isinstance(error, AuthError):
+            return error
+
+        skew_s = _clock_skew_s(answer.headers.get("Date"))
+        if skew_s is not None and abs(skew_s) > MAX_CLOCK_SKEW_S:
+            error.args = (
+                f"{error}; this machine's clock is {abs(skew_s) / 60:.0f} minutes "
+                f"{'behind' if skew_s > 0 else 'ahead of'} the server's and signed "
+                "requests are refused beyond 15: fix the clock (NTP)",
+            )
+        elif await self._auth.refresh(project_id, answer.sent_auth):
+            return StaleTokenError(
+                f"{error}; the cached token was dropped, retrying with a new one",
+                http_status=error.http_status,
+                error_code=error.error_code,
+                error_msg=error.error_msg,
+                request_id=error.request_id,
+                retry_after_s=0.0,
+            )
+
+        return error
 
 
 async def _call_on_sent(
@@ -235,6 +276,26 @@ class _SendState:
         self.happened = True
         if self.on_sent is not None:
             self.on_sent()
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | None:
+    """
+    Return a verifying TLS context trusting ``ca_bundle``, or None for the system's.
+
+    There is deliberately no way to turn verification off: a private CA goes in
+    ``ca_bundle`` instead.
+
+    Raises:
+        ConfigError: the bundle holds no usable certificate.
+    """
+    if ca_bundle is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ca_bundle {str(ca_bundle)!r}: not a PEM certificate bundle ({exc})"
+        ) from exc
 
 
 def _segment(value: str) -> str:
@@ -310,6 +371,31 @@ def _first_text(document: Mapping[str, Any], *keys: str) -> str | None:
 def _snippet(body: bytes) -> str:
     text = body[:ERROR_TEXT_BYTES].decode("utf-8", errors="replace").strip()
     return text or "(empty body)"
+
+
+def _clock_skew_s(date_header: str | None) -> float | None:
+    """
+    Return how far the server's clock is ahead of ours, from its Date header.
+    """
+    if not date_header:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if server.tzinfo is None:
+        return None
+
+    return server.timestamp() - time.time()
+
+
+def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    certificate_error = getattr(exc, "certificate_error", None)
+    reason = getattr(certificate_error, "verify_message", None) or getattr(
+        exc.os_error, "reason", None
+    )
+
+    return str(reason or exc.os_error)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

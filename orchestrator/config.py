@@ -28,6 +28,10 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
 DEFAULT_TOKEN_ENV = "MODELARTS_AUTH_TOKEN"  # noqa: S105 - a variable name, no secret
+# The Huawei Cloud SDK's own variable names, so one environment serves both.
+DEFAULT_AK_ENV = "HUAWEICLOUD_SDK_AK"
+DEFAULT_SK_ENV = "HUAWEICLOUD_SDK_SK"
+DEFAULT_SECURITY_TOKEN_ENV = "HUAWEICLOUD_SDK_SECURITY_TOKEN"  # noqa: S105 - a name
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,13 @@ class AuthSettings:
 
     type: str = "token"
     token_env: str = DEFAULT_TOKEN_ENV
+    ak_env: str = DEFAULT_AK_ENV
+    sk_env: str = DEFAULT_SK_ENV
+    security_token_env: str = DEFAULT_SECURITY_TOKEN_ENV
+    user: str = ""
+    domain: str = ""
+    password_env: str = ""
+    iam_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,7 @@ class Settings:
     endpoint: str
     targets: tuple[Target, ...]
     auth: AuthSettings | None = None
+    ca_bundle: Path | None = None
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
     concurrency: int = DEFAULT_CONCURRENCY
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -84,12 +96,13 @@ class Settings:
 _LONG_ENV_VALUE = 32
 _ENV_VARIABLE_FIX = (
     "put the secret in an environment variable and name that variable with "
-    "auth.token_env"
+    "auth.token_env, auth.sk_env or auth.password_env"
 )
 
 _TOP_KEYS = (
     "endpoint",
     "auth",
+    "ca_bundle",
     "rate_limit",
     "concurrency",
     "timeout",
@@ -98,8 +111,14 @@ _TOP_KEYS = (
     "retry",
     "targets",
 )
-_AUTH_KEYS = ("type", "token_env")
-_AUTH_TYPES = ("token",)
+# Which auth keys each type takes; "type" goes with all of them.
+_AUTH_TYPE_KEYS = {
+    "token": ("token_env",),
+    "aksk": ("ak_env", "sk_env", "security_token_env"),
+    "password": ("user", "domain", "password_env", "iam_endpoint"),
+}
+_AUTH_KEYS = ("type", *(key for keys in _AUTH_TYPE_KEYS.values() for key in keys))
+_AUTH_TYPES = tuple(_AUTH_TYPE_KEYS)
 _RETRY_KEYS = ("max_attempts", "initial_backoff", "max_backoff")
 _TARGET_KEYS = ("project_id", "dataset_id")
 # Ids go into the request path; '/', '.', '%' or a space would change the URL.
@@ -189,6 +208,7 @@ def _settings(doc: Document, path: Path) -> Settings:
         sha256=doc.sha256,
         endpoint=doc.check(fields["endpoint"], "endpoint", _endpoint),
         auth=_auth(doc, fields.get("auth")),
+        ca_bundle=_ca_bundle(doc, fields.get("ca_bundle"), path),
         rate_limit_per_s=doc.optional(
             fields, "rate_limit", _rate_limit, DEFAULT_RATE_LIMIT_PER_S
         ),
@@ -208,19 +228,79 @@ def _settings(doc: Document, path: Path) -> Settings:
 def _auth(doc: Document, node: Node | None) -> AuthSettings | None:
     """
     Return the auth settings, or None when the file has no ``auth`` key.
+
+    Each type takes its own keys; a key of another type is an error rather
+    than silently ignored.
     """
     if node is None:
         return None
     fields = doc.mapping(
         node, "auth", _AUTH_KEYS, "must be a mapping such as {type: token}"
     )
+    kind = doc.optional(fields, "type", _auth_type, "token", "auth.")
+    for key, value in fields.items():
+        if key != "type" and key not in _AUTH_TYPE_KEYS[kind]:
+            rule = f"is not a key of auth type {kind!r}"
+            fix = f"{kind} takes {', '.join(_AUTH_TYPE_KEYS[kind])}"
+            raise doc.error(value, f"auth.{key}", rule, fix=fix)
+    if kind == "password":
+        return _password_auth(doc, node, fields)
 
+    default = AuthSettings()
     return AuthSettings(
-        type=doc.optional(fields, "type", _auth_type, "token", "auth."),
+        type=kind,
         token_env=doc.optional(
-            fields, "token_env", _env_name, DEFAULT_TOKEN_ENV, "auth."
+            fields, "token_env", _env_name, default.token_env, "auth."
+        ),
+        ak_env=doc.optional(fields, "ak_env", _env_name, default.ak_env, "auth."),
+        sk_env=doc.optional(fields, "sk_env", _env_name, default.sk_env, "auth."),
+        security_token_env=doc.optional(
+            fields,
+            "security_token_env",
+            _env_name,
+            default.security_token_env,
+            "auth.",
         ),
     )
+
+
+def _password_auth(doc: Document, node: Node, fields: dict[str, Node]) -> AuthSettings:
+    """
+    Return IAM password settings: who, in which account, and where the password is.
+    """
+    for key in ("user", "domain", "password_env"):
+        if key not in fields:
+            raise doc.error(node, f"auth.{key}", "required for auth type 'password'")
+    iam_endpoint = None
+    if "iam_endpoint" in fields:
+        iam_endpoint = doc.check(fields["iam_endpoint"], "auth.iam_endpoint", _endpoint)
+
+    return AuthSettings(
+        type="password",
+        user=doc.check(fields["user"], "auth.user", _name),
+        domain=doc.check(fields["domain"], "auth.domain", _name),
+        password_env=doc.check(fields["password_env"], "auth.password_env", _env_name),
+        iam_endpoint=iam_endpoint,
+    )
+
+
+def _ca_bundle(doc: Document, node: Node | None, config_path: Path) -> Path | None:
+    """
+    Return the CA bundle's path, relative paths taken from the config's folder.
+    """
+    if node is None:
+        return None
+    written = doc.check(node, "ca_bundle", _name)
+    path = Path(written).expanduser()
+    if not path.is_absolute():
+        path = config_path.parent / path
+    if not path.is_file():
+        fix = "name a PEM file holding the CA certificate(s) that signed the server's"
+        raise doc.error(
+            node, "ca_bundle", "is not a readable file", short(written), fix
+        )
+
+    return path
 
 
 def _retry(doc: Document, node: Node | None) -> RetrySettings:
@@ -499,6 +579,16 @@ def _auth_type(value: object) -> str:
     supported = ", ".join(_AUTH_TYPES)
     fix = "leave auth out to use the default credential chain"
     raise RuleError(f"must be a supported auth type ({supported})", short(value), fix)
+
+
+def _name(value: object) -> str:
+    """
+    Check a plain non-empty text value (a user, an account, a path).
+    """
+    if isinstance(value, str) and value.strip() and len(value) <= 255:
+        return value.strip()
+
+    raise RuleError("must be non-empty text of at most 255 characters", short(value))
 
 
 def _env_name(value: object) -> str:

@@ -9,6 +9,10 @@ The exceptions modelarts-sync raises, one class per way a caller reacts.
     ├── LockHeldError                 another run holds the lock (exit 4)
     └── ApiError                      one API call failed; carries what the server said
         ├── AuthError                 401: the credential was refused (stops the run)
+        │   ├── StaleTokenError       401 on a cached IAM token, now dropped: retry once
+        │   └── CredentialUnavailableError  no token for this project (IAM refused);
+        │                             nothing was sent to ModelArts
+        ├── TlsError                  server certificate not trusted (stops the run)
         ├── ForbiddenError            403: this credential may not touch this project
         ├── NotFoundError             the dataset does not exist
         ├── RejectedError             any other permanent 4xx/5xx answer
@@ -56,10 +60,12 @@ class ApiError(OrchestratorError):
     One API call failed; holds what the server said, if it said anything.
 
     ``reason`` is the one-word cause the report shows for a target that ends
-    on this error; ``retry_after_s`` is the server's Retry-After, if it sent one.
+    on this error; ``retry_after_s`` is the server's Retry-After, if it sent one;
+    ``stops_run`` says that every other request would fail the same way.
     """
 
     reason = "rejected"
+    stops_run = False
 
     def __init__(
         self,
@@ -85,6 +91,33 @@ class AuthError(ApiError):
     """
 
     reason = "auth_failed"
+    stops_run = True
+
+
+class StaleTokenError(AuthError):
+    """
+    A cached IAM token was refused and dropped; one retry fetches a fresh one.
+    """
+
+    transient = True
+    stops_run = False
+
+
+class CredentialUnavailableError(AuthError):
+    """
+    No credential could be had for this project; the request was never sent.
+    """
+
+    stops_run = False
+
+
+class TlsError(ApiError):
+    """
+    The TLS handshake failed: unknown CA, wrong host name, expired certificate.
+    """
+
+    reason = "tls_error"
+    stops_run = True
 
 
 class ForbiddenError(ApiError):

@@ -27,7 +27,13 @@ import structlog
 from orchestrator import retry
 from orchestrator.client import SyncAccepted
 from orchestrator.config import Settings, Target
-from orchestrator.errors import ApiError, AuthError, OrchestratorError, TransportError
+from orchestrator.errors import (
+    ApiError,
+    AuthError,
+    CredentialUnavailableError,
+    OrchestratorError,
+    TransportError,
+)
 from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
 from orchestrator.report import Attempt, Outcome
 
@@ -52,6 +58,20 @@ class SyncClient(Protocol):
     ) -> SyncAccepted:
         """
         Ask for one dataset's sync.
+        """
+
+
+class RunObserver(Protocol):
+    """
+    Hears of each target's final outcome as it happens (journal, progress, metrics).
+
+    Called on the event loop, in the worker that finished the target: keep it
+    quick and never raise.
+    """
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """
+        Record one target's final outcome.
         """
 
 
@@ -117,8 +137,10 @@ class Runner:
         *,
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
+        observers: Sequence[RunObserver] = (),
     ) -> None:
         self._settings = settings
+        self._observers = tuple(observers)
         self._client = client
         self._clock = clock or MonotonicClock()
         self._limiter = limiter or RateLimiter(
@@ -167,10 +189,12 @@ class Runner:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
 
-        final = tuple(
-            outcome or _never_started(targets[i], self._stop_reason)
-            for i, outcome in enumerate(outcomes)
-        )
+        for index, outcome in enumerate(outcomes):
+            if outcome is None:
+                never = _never_started(targets[index], self._stop_reason)
+                self._finish(outcomes, index, never)
+
+        final = tuple(outcome for outcome in outcomes if outcome is not None)
         return RunResult(final, self._stop_reason, started_at, time.time())
 
     def stop(self, reason: str, *, grace_s: float | None = None) -> None:
@@ -231,21 +255,27 @@ class Runner:
                 try:
                     outcome = await self._sync_target(progress)
                 except (asyncio.CancelledError, _RunStoppedError):
-                    outcomes[index] = self._cancelled(progress)
+                    reason = self._stop_reason or "interrupted"
+                    self._finish(outcomes, index, progress.outcome("cancelled", reason))
                     raise
                 except Exception:
                     # A bug, not a server's answer: keep the traceback in the
                     # log and still account for the target in the report.
                     log.exception("sync.crashed")
                     outcome = progress.outcome("failed", "internal_error")
-                outcomes[index] = outcome
-                _log_outcome(outcome)
+                self._finish(outcomes, index, outcome)
             self._workers[task] = None
 
-    def _cancelled(self, progress: _Progress) -> Outcome:
-        outcome = progress.outcome("cancelled", self._stop_reason or "interrupted")
+    def _finish(
+        self, outcomes: list[Outcome | None], index: int, outcome: Outcome
+    ) -> None:
+        """
+        Record a target's one outcome: in the result list, the log, the observers.
+        """
+        outcomes[index] = outcome
         _log_outcome(outcome)
-        return outcome
+        for observer in self._observers:
+            observer.on_outcome(outcome)
 
     async def _sync_target(self, progress: _Progress) -> Outcome:
         """
@@ -258,14 +288,11 @@ class Runner:
             async for attempt in retrying:
                 with attempt:
                     accepted = await self._attempt(progress)
-        except AuthError as error:
-            progress.last_error = error
-            self.stop("auth_failed")
-            return progress.outcome("failed", error.reason)
         except ApiError as error:
             progress.last_error = error
-            reason = "retries_exhausted" if error.transient else error.reason
-            return progress.outcome("failed", reason)
+            if error.stops_run:
+                self.stop(error.reason)
+            return progress.outcome("failed", _failure_reason(error))
 
         return progress.outcome("succeeded", None, accepted)
 
@@ -285,6 +312,8 @@ class Runner:
                 accepted = await self._client.sync_data(
                     target.project_id, target.dataset_id, on_sent=ticket.mark_sent
                 )
+            except CredentialUnavailableError:
+                raise  # nothing was sent, so there is no attempt to record
             except ApiError as error:
                 progress.last_error = error
                 progress.history.append(self._failed_attempt(offset_s, error))
@@ -369,6 +398,16 @@ def _never_started(target: Target, stop_reason: str | None) -> Outcome:
         started_at=None,
         finished_at=now,
     )
+
+
+def _failure_reason(error: ApiError) -> str:
+    """
+    Return the report's reason for a target that ended on ``error``.
+    """
+    if error.transient and not isinstance(error, AuthError):
+        return "retries_exhausted"
+
+    return error.reason
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -41,6 +41,12 @@ class StaticAuth:
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         return {"X-Auth-Token": "test-token-value"}
 
+    async def refresh(self, project_id: str, sent: Mapping[str, str]) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        pass
+
 
 @pytest.fixture
 async def client() -> AsyncIterator[ModelArtsClient]:

@@ -235,7 +235,7 @@ def _assert_names(path: Path, line: int, field: str, got: str | None) -> str:
 @pytest.mark.parametrize(
     ("lines", "line", "field", "got"),
     [
-        pytest.param("auth: {type: aksk}", 2, "auth.type", "'aksk'", id="auth-type"),
+        pytest.param("auth: {type: ldap}", 2, "auth.type", "'ldap'", id="auth-type"),
         pytest.param(
             "auth:\n  token_env: MY-TOKEN", 3, "auth.token_env", "'MY-TOKEN'", id="env"
         ),
@@ -431,7 +431,7 @@ def test_refuses_a_bad_shape(
             "rate_limit_per_s: 3", "did you mean 'rate_limit'?", id="field-name"
         ),
         pytest.param(
-            "colour: red", "known keys: endpoint, auth, rate_limit", id="no-match"
+            "colour: red", "known keys: endpoint, auth, ca_bundle", id="no-match"
         ),
     ],
 )
