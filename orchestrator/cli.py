@@ -36,6 +36,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_LOCKED = 4
+EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE: an internal error, a bug to report
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 _SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
@@ -61,9 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("cli.failed", exc_info=True)
         print(f"modelarts-sync: error: {logs.scrub(str(error))}", file=sys.stderr)
         return _exit_code_for(error)
+    except BrokenPipeError:
+        # The reader went away (`validate | head`); end quietly like other tools,
+        # pointing stdout at /dev/null so the interpreter's final flush is silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C before the run installed its handlers
         print("modelarts-sync: interrupted before the run started", file=sys.stderr)
         return EXIT_SIGINT
+    except Exception:
+        # A bug, not a user error: keep the whole traceback, but through the
+        # log so the secret redactor sees it before anything is printed.
+        log.critical("cli.crashed", exc_info=True)
+        return EXIT_SOFTWARE
 
     return code
 
@@ -120,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--plan", type=Path, metavar="FILE", help="fault plan")
     simulate.add_argument(
         "--log", type=Path, metavar="FILE", help="append each request as JSON"
+    )
+    simulate.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this chain"
+    )
+    simulate.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="the certificate's private key"
     )
     simulate.set_defaults(handler=_cmd_simulate)
 
@@ -302,13 +320,45 @@ def _print_summary(document: dict[str, Any], path: Path) -> None:
     stop_reason = document.get("stop_reason")
     if stop_reason:
         print(f"stopped early: {stop_reason}")
+    refused = next(
+        (r for r in document["results"] if r["reason"] in ("auth_failed", "tls_error")),
+        None,
+    )
+    if refused is not None:
+        print(f"refused: {refused['error_msg']}")
     print(f"report: {path}")
+
+
+def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """
+    Return the simulator's TLS context, or None to serve plain HTTP.
+
+    Raises:
+        ConfigError: only one of the two files given, or they do not load.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
+
+    return context
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator import simulator  # the server is not needed for a run
 
     plan = simulator.load_plan(args.plan) if args.plan else simulator.Plan()
-    simulator.serve_forever(plan, host=args.host, port=args.port, log_path=args.log)
+    simulator.serve_forever(
+        plan,
+        host=args.host,
+        port=args.port,
+        log_path=args.log,
+        ssl_context=_server_tls(args.tls_cert, args.tls_key),
+    )
 
     return EXIT_OK

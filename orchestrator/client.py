@@ -230,11 +230,13 @@ class ModelArtsClient:
 
         skew_s = _clock_skew_s(answer.headers.get("Date"))
         if skew_s is not None and abs(skew_s) > MAX_CLOCK_SKEW_S:
-            error.args = (
-                f"{error}; this machine's clock is {abs(skew_s) / 60:.0f} minutes "
+            note = (
+                f"this machine's clock is {abs(skew_s) / 60:.0f} minutes "
                 f"{'behind' if skew_s > 0 else 'ahead of'} the server's and signed "
-                "requests are refused beyond 15: fix the clock (NTP)",
+                "requests are refused beyond 15: fix the clock (NTP)"
             )
+            error.args = (f"{error}; {note}",)
+            error.error_msg = f"{error.error_msg}; {note}"
         elif await self._auth.refresh(project_id, answer.sent_auth):
             return StaleTokenError(
                 f"{error}; the cached token was dropped, retrying with a new one",

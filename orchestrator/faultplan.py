@@ -9,6 +9,7 @@ of fault fields; got 'explode'``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -106,7 +107,10 @@ class Plan:
     ``datasets`` (a catalogue per project id) every dataset id exists and lists are
     empty; with it, ids it lacks get 404 ModelArts.6623 from every dataset API.
     Datasets in ``failed_syncs`` end their syncs FAILED. ``iam_password`` set means
-    the IAM endpoint refuses any other password.
+    the IAM endpoint refuses any other password. ``access_keys`` (AK -> SK)
+    makes the server verify SDK-HMAC-SHA256 signatures made with those keys;
+    ``clock_offset_s`` sets the server's clock that far ahead of the real one
+    (its ``Date`` header and the 15-minute ``X-Sdk-Date`` check follow it).
     """
 
     token: str | None = field(default="sim-token", repr=False)
@@ -120,6 +124,8 @@ class Plan:
     rate_limited_kinds: frozenset[str] = API_KINDS
     failed_syncs: frozenset[str] = frozenset()
     iam_password: str | None = field(default=None, repr=False)
+    access_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    clock_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_s is not None and self.rate_limit_per_s < 1:
@@ -342,6 +348,25 @@ def _retry_after(value: object) -> str:
     return _text(value)
 
 
+def _offset(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+    ):
+        raise RuleError("must be a number of seconds (negative: behind)", short(value))
+
+    return float(value)
+
+
+def _key_pairs(doc: Document, node: Node, field: str) -> dict[str, str]:
+    pairs = doc.pairs(node, field, None, "must map access key ids to secret keys")
+    return {
+        key: doc.check(value, f"{field}.{key}", _text)
+        for key, (_, value) in pairs.items()
+    }
+
+
 def _offset_mode(value: object) -> str:
     """
     Check how the list API reads ``offset``: as records or as pages.
@@ -418,4 +443,9 @@ _PLAN_FIELDS: dict[str, tuple[str, Callable[[Document, Node, str], Any]]] = {
         lambda doc, node, field: frozenset(_text_list(doc, node, field)),
     ),
     "iam_password": ("iam_password", _scalar(_optional_text)),
+    "access_keys": (
+        "access_keys",
+        lambda doc, node, field: _key_pairs(doc, node, field),
+    ),
+    "clock_offset_s": ("clock_offset_s", _scalar(_offset)),
 }

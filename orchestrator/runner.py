@@ -32,6 +32,7 @@ from orchestrator.errors import (
     AuthError,
     CredentialUnavailableError,
     OrchestratorError,
+    TlsError,
     TransportError,
 )
 from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
@@ -312,8 +313,8 @@ class Runner:
                 accepted = await self._client.sync_data(
                     target.project_id, target.dataset_id, on_sent=ticket.mark_sent
                 )
-            except CredentialUnavailableError:
-                raise  # nothing was sent, so there is no attempt to record
+            except (CredentialUnavailableError, TlsError):
+                raise  # no HTTP request left, so there is no attempt to record
             except ApiError as error:
                 progress.last_error = error
                 progress.history.append(self._failed_attempt(offset_s, error))

@@ -11,7 +11,8 @@ One request passes these steps in order, as APIG and the service behind it would
 
     route            unknown path or method -> 404 APIG.0101, nothing else applies
     IAM token        POST /v3/auth/tokens -> 201 (no auth, no limit, no faults)
-    X-Auth-Token     missing or different -> 401 APIG.0301
+    credential       a bad signature (plan.access_keys), or a token that is not
+                     the current one -> 401 APIG.0301
     rate limit       over the window -> 429 APIG.0308, outcome "throttled"
     fault            ``always`` for the dataset, else its next scripted fault
     normal answer    state changes (a new sync task) happen here, at arrival
@@ -19,10 +20,11 @@ One request passes these steps in order, as APIG and the service behind it would
 
 Known limitations, chosen on purpose:
 
-- AK/SK signatures are not verified: with ``Plan(token=None)`` signed requests are
-  served unchecked, and with a token they get 401. A client's signing is tested
-  against the SDK's signer instead; checking it here would need the AK/SK in the
-  plan and a second signer implementation.
+- AK/SK signatures are checked with the project's own signer, recomputed from
+  what arrived, for the keys in ``Plan.access_keys``; so the simulator proves that
+  the client signs what it sends, not that the signer matches Huawei's (the SDK
+  comparison in tests/test_signer.py does that). With ``Plan(token=None)`` and
+  no keys, requests are served unchecked.
 - Records are completed when a request finishes, so log lines follow finishing order;
   ``Received.seq`` is the arrival order and ``received`` is sorted by it. A hung
   request is logged when its hang begins, with ``finished_s`` null, so that another
@@ -34,10 +36,13 @@ Known limitations, chosen on purpose:
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hmac
 import json
 import math
 import re
 import signal
+import ssl
 import time
 import uuid
 from bisect import insort
@@ -51,6 +56,7 @@ from typing import IO, Any, Literal
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from orchestrator import signer
 from orchestrator.errors import ConfigError
 
 # Plan, its parts and load_plan are re-exported ("X as X"), so a caller gets the
@@ -78,6 +84,8 @@ _KINDS: dict[tuple[str, bool, str | None], Kind] = {
     ("GET", True, "/sync-data/status"): "status",
 }
 _IAM_PATH = "/v3/auth/tokens"
+# APIG refuses an X-Sdk-Date further than this from its own clock.
+_MAX_SKEW_S = 15 * 60.0
 _SECRET_HEADERS = ("X-Auth-Token", "Authorization", "X-Security-Token")
 
 # Codes from the ModelArts and APIG error tables; the messages are our own words.
@@ -324,6 +332,7 @@ class Simulator:
         rate = self.plan.rate_limit_per_s
         self._rate_cap = None if rate is None else math.floor(rate)
         self._catalogue = _index(self.plan.datasets)
+        self._token_generation = 0
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
         self._log: IO[str] | None = None
@@ -397,9 +406,17 @@ class Simulator:
         async with asyncio.timeout(timeout_s):
             await self._idle.wait()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> str:
         """
         Listen on ``host:port`` (0: a free port) and return the base URL.
+
+        With ``ssl_context`` it serves HTTPS and the URL says so.
 
         Raises ConfigError when the address cannot be bound or the log opened.
         """
@@ -407,14 +424,15 @@ class Simulator:
             raise RuntimeError("a simulator starts once")
         self._open_log()
         try:
-            self._runner = runner = await _listen(self._handle, host, port)
+            self._runner = runner = await _listen(self._handle, host, port, ssl_context)
         except ConfigError:
             await self.stop()
             raise
 
         bound_host, bound_port = runner.addresses[0][:2]
         bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{bound_host}:{bound_port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self._url = f"{scheme}://{bound_host}:{bound_port}"
         return self._url
 
     async def stop(self) -> None:
@@ -500,6 +518,7 @@ class Simulator:
         headers = {
             "X-Request-Id": exchange.request_id,
             "Content-Type": answer.content_type,
+            "Date": email.utils.formatdate(self._server_time(), usegmt=True),
             **answer.headers,
         }
         return web.Response(status=answer.status, body=answer.body, headers=headers)
@@ -527,9 +546,9 @@ class Simulator:
             return _error(404, _NO_API)
         if kind == "token":
             return self._issue_token(body, exchange)
-        token = self.plan.token
-        if token is not None and request.headers.get("X-Auth-Token") != token:
-            return _error(401, _DEFAULT_ERRORS[401])
+        refusal = self._refuse_credential(request, body)
+        if refusal is not None:
+            return _error(401, ("APIG.0301", refusal))
         if kind in self.plan.rate_limited_kinds and not self._admit(exchange.arrived_s):
             return _error(429, _DEFAULT_ERRORS[429], outcome="throttled")
 
@@ -544,6 +563,82 @@ class Simulator:
                 return _fault_answer(fault)
 
         return self._answer_api(request, exchange)
+
+    def revoke_tokens(self) -> None:
+        """
+        Stop accepting every token issued so far; IAM hands out a new one.
+        """
+        self._token_generation += 1
+
+    @property
+    def current_token(self) -> str | None:
+        """
+        Return the token the API accepts (and IAM issues) now.
+        """
+        token = self.plan.token
+        if token is None or self._token_generation == 0:
+            return token
+
+        return f"{token}.{self._token_generation}"
+
+    def _refuse_credential(self, request: web.BaseRequest, body: bytes) -> str | None:
+        """
+        Return why the request's credential is refused, or None to let it in.
+
+        A signed request is checked against ``plan.access_keys`` with the
+        project's own signer, recomputed from what arrived; otherwise the token
+        must be the current one. With neither configured anything goes.
+        """
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith(signer.ALGORITHM) and self.plan.access_keys:
+            return self._refuse_signature(request, body, authorization)
+        token = self.current_token
+        if token is not None and request.headers.get("X-Auth-Token") != token:
+            return "Incorrect IAM authentication information: token refused"
+
+        return None
+
+    def _refuse_signature(
+        self, request: web.BaseRequest, body: bytes, authorization: str
+    ) -> str | None:
+        fields = dict(
+            part.strip().split("=", 1)
+            for part in authorization.removeprefix(signer.ALGORITHM).split(",")
+            if "=" in part
+        )
+        secret = self.plan.access_keys.get(fields.get("Access", ""))
+        if secret is None:
+            return "Incorrect IAM authentication information: unknown access key"
+        try:
+            signed_at = datetime.strptime(
+                request.headers.get(signer.HEADER_DATE, ""), signer.SDK_DATE_FORMAT
+            ).replace(tzinfo=UTC)
+        except ValueError:
+            return "Incorrect IAM authentication information: bad X-Sdk-Date"
+        if abs(self._server_time() - signed_at.timestamp()) > _MAX_SKEW_S:
+            return "Incorrect IAM authentication information: X-Sdk-Date expired"
+
+        names = fields.get("SignedHeaders", "").split(";")
+        headers = {name: request.headers.get(name, "") for name in names if name}
+        url = f"http://{request.host}{request.raw_path}"
+        try:
+            expected = signer.sign(
+                method=request.method,
+                url=url,
+                headers=headers,
+                body=body,
+                ak=fields["Access"],
+                sk=secret,
+            )
+        except ValueError:
+            return "Incorrect IAM authentication information: malformed request"
+        if not hmac.compare_digest(expected, authorization):
+            return "Incorrect IAM authentication information: signature mismatch"
+
+        return None
+
+    def _server_time(self) -> float:
+        return time.time() + self.plan.clock_offset_s
 
     def _admit(self, now: float) -> bool:
         """
@@ -695,7 +790,7 @@ class Simulator:
             "expires_at": (issued + _TOKEN_LIFETIME).strftime(_IAM_TIME),
             "project": {k: project[k] for k in ("id", "name") if k in project},
         }
-        subject = {"X-Subject-Token": self.plan.token or "sim-token"}
+        subject = {"X-Subject-Token": self.current_token or "sim-token"}
         return _Answer(
             status=201, body=json.dumps({"token": token}).encode(), headers=subject
         )
@@ -758,6 +853,7 @@ async def _listen(
     handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
     host: str,
     port: int,
+    ssl_context: ssl.SSLContext | None,
 ) -> web.ServerRunner:
     """
     Serve ``handler`` on ``host:port``; raise ConfigError if it cannot bind.
@@ -767,7 +863,7 @@ async def _listen(
     runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE_S)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as exc:
         await runner.cleanup()
         message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
@@ -815,6 +911,7 @@ def serve_forever(
     host: str = "127.0.0.1",
     port: int = 0,
     log_path: Path | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """
     Serve until SIGINT or SIGTERM, then stop cleanly and return.
@@ -822,11 +919,15 @@ def serve_forever(
     Prints exactly one line to stdout once listening: ``listening on URL``.
     Raises ConfigError when the address cannot be bound or the log opened.
     """
-    asyncio.run(_serve_until_signalled(plan, host, port, log_path))
+    asyncio.run(_serve_until_signalled(plan, host, port, log_path, ssl_context))
 
 
 async def _serve_until_signalled(
-    plan: Plan, host: str, port: int, log_path: Path | None
+    plan: Plan,
+    host: str,
+    port: int,
+    log_path: Path | None,
+    ssl_context: ssl.SSLContext | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -834,7 +935,7 @@ async def _serve_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     try:
         simulator = Simulator(plan, log_path=log_path)
-        url = await simulator.start(host, port)
+        url = await simulator.start(host, port, ssl_context=ssl_context)
         try:
             print(f"listening on {url}", flush=True)
             await stop.wait()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from orchestrator.config import RetrySettings, Settings, Target
@@ -42,6 +43,15 @@ def settings_for(url: str, work: tuple[Target, ...], **fields: Any) -> Settings:
     return Settings(
         path=Path("test.yaml"), sha256="0" * 64, endpoint=url, targets=work, **fields
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """
+    Undo any structlog setup a test made (cli.main configures it in-process).
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

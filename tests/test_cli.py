@@ -4,20 +4,24 @@ The command line as users and schedulers run it: real processes, real server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import ssl
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import trustme
 import yaml
 
 from orchestrator import report
+from orchestrator.simulator import Plan, Simulator
 from tests.conftest import PROJECT, SimProcess, cli_env
 
 StartSim = Callable[[dict[str, Any]], SimProcess]
@@ -429,3 +433,226 @@ def test_token_never_appears_in_output_or_report(
         assert SENTINEL not in text
     assert SENTINEL not in report_path.read_text()
     assert ran.returncode in (0, 1, 3)
+
+
+# Authentication and TLS, end to end ------------------------------------------
+
+AK = "AKSENTINEL00000001"
+SK_SENTINEL = "SENTINEL-sk-4b1d9e"
+SECURITY_TOKEN_SENTINEL = "SENTINEL-sts-8c2e7a"
+PASSWORD_SENTINEL = "SENTINEL-pw-3f6a0b"
+
+
+async def cli_async(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """
+    Run the CLI without blocking the event loop an in-process server runs on.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), EXIT_TIMEOUT_S)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.fixture
+async def tls_simulator(tmp_path: Path) -> AsyncIterator[tuple[Simulator, Path]]:
+    """
+    Serve the simulator over HTTPS with a certificate from a throwaway CA.
+    """
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    sim = Simulator(Plan())
+    await sim.start(ssl_context=context)
+    try:
+        yield sim, bundle
+    finally:
+        await sim.stop()
+
+
+async def test_unknown_ca_stops_with_exit_2_and_a_clean_message(
+    tmp_path: Path, tls_simulator: tuple[Simulator, Path]
+) -> None:
+    """A certificate from an unknown CA: one clear line, exit 2, nothing retried."""
+    sim, _ = tls_simulator
+    config = write_config(tmp_path, sim.url, count=5)
+
+    code, stdout, stderr = await cli_async(
+        "run", str(config), "--report", str(tmp_path / "r.json"), env=cli_env()
+    )
+
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert "TLS handshake with 127.0.0.1 failed" in stdout
+    assert "ca_bundle" in stdout
+    assert sim.received == []
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["attempts"] == 0
+    assert summary["reasons"]["tls_error"] >= 1
+
+
+async def test_ca_bundle_trusts_a_private_ca(
+    tmp_path: Path, tls_simulator: tuple[Simulator, Path]
+) -> None:
+    """With ca_bundle naming the CA, the same server is trusted and the run passes."""
+    sim, bundle = tls_simulator
+    config = write_config(tmp_path, sim.url, count=3, ca_bundle=str(bundle))
+
+    code, _, stderr = await cli_async(
+        "run", str(config), "--report", str(tmp_path / "r.json"), env=cli_env()
+    )
+
+    assert code == 0, stderr
+    assert len(sim.sync_requests()) == 3
+
+
+def test_aksk_from_the_environment_signs_and_validate_names_it(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """AK/SK from the SDK variables sign every request; validate shows the AK masked."""
+    sim = sim_process({"token": None, "access_keys": {AK: SK_SENTINEL}})
+    config = write_config(tmp_path, sim.url, count=3)
+    env = cli_env(HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK_SENTINEL)
+    del env["MODELARTS_AUTH_TOKEN"]
+
+    checked = cli("validate", str(config), env=env)
+    ran = cli("run", str(config), "--report", str(tmp_path / "r.json"), env=env)
+
+    assert "access key AKSE...0001 from $HUAWEICLOUD_SDK_AK" in checked.stdout
+    assert ran.returncode == 0, ran.stderr
+    assert len(sim.requests()) == 3
+
+
+def test_wrong_secret_key_exits_3_after_one_request(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """A refused signature stops the run at once: one request, exit 3."""
+    sim = sim_process({"token": None, "access_keys": {AK: "the-real-secret"}})
+    config = write_config(tmp_path, sim.url, count=30, concurrency=1)
+    env = cli_env(HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK_SENTINEL)
+    del env["MODELARTS_AUTH_TOKEN"]
+
+    done = cli("run", str(config), "--report", str(tmp_path / "r.json"), env=env)
+
+    assert done.returncode == 3
+    assert "refused: Incorrect IAM authentication information" in done.stdout
+    assert len(sim.requests()) == 1
+
+
+def test_refused_iam_password_exits_3_without_posting(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """A wrong IAM password: one token request, no sync POST, exit 3."""
+    sim = sim_process({"iam_password": "the-right-password"})
+    auth = {"type": "password", "user": "ops", "domain": "acme", "password_env": "PW"}
+    config = write_config(tmp_path, sim.url, count=4, auth=auth)
+
+    done = cli(
+        "run",
+        str(config),
+        "--report",
+        str(tmp_path / "r.json"),
+        env=cli_env(PW=PASSWORD_SENTINEL),
+    )
+
+    assert done.returncode == 3
+    assert sim.requests() == []
+    assert len(sim.requests(kind="token")) == 1
+
+
+def test_password_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    """A password written in the YAML is refused, pointing to password_env."""
+    auth = {"type": "password", "user": "ops", "domain": "acme", "password": "x"}
+    config = write_config(tmp_path, "https://modelarts.example.com", auth=auth)
+
+    done = cli("validate", str(config))
+
+    assert done.returncode == 2
+    assert "auth.password" in done.stderr
+    assert "password_env" in done.stderr
+
+
+SECRET_SCENARIOS = [
+    pytest.param("aksk", "ok", id="aksk-success"),
+    pytest.param("aksk", "faults", id="aksk-faults"),
+    pytest.param("aksk", "refused", id="aksk-refused"),
+    pytest.param("password", "ok", id="password-success"),
+    pytest.param("password", "faults", id="password-faults"),
+    pytest.param("password", "refused", id="password-refused"),
+]
+
+
+@pytest.mark.parametrize(("kind", "scenario"), SECRET_SCENARIOS)
+def test_no_secret_reaches_output_or_report(
+    tmp_path: Path, sim_process: StartSim, kind: str, scenario: str
+) -> None:
+    """SK, security token and password stay out of stdout, stderr (-v) and report."""
+    plan: dict[str, Any] = {}
+    env = cli_env()
+    del env["MODELARTS_AUTH_TOKEN"]
+    fields: dict[str, Any] = {}
+    if kind == "aksk":
+        secret = SK_SENTINEL if scenario != "refused" else "another-secret"
+        plan = {"token": None, "access_keys": {AK: secret}}
+        env |= {
+            "HUAWEICLOUD_SDK_AK": AK,
+            "HUAWEICLOUD_SDK_SK": SK_SENTINEL,
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN": SECURITY_TOKEN_SENTINEL,
+        }
+    else:
+        right = PASSWORD_SENTINEL if scenario != "refused" else "another-password"
+        plan = {"iam_password": right}
+        env["PW"] = PASSWORD_SENTINEL
+        fields["auth"] = {
+            "type": "password",
+            "user": "ops",
+            "domain": "acme",
+            "password_env": "PW",
+        }
+    if scenario == "faults":
+        plan["faults"] = {"ds-0001": [503, "reset", {"status": 429}]}
+        plan["always"] = {"ds-0002": {"status": 403}}
+    sim = sim_process(plan)
+    config = write_config(tmp_path, sim.url, count=3, **fields)
+    report_path = tmp_path / "r.json"
+
+    ran = cli("run", str(config), "-v", "--report", str(report_path), env=env)
+    checked = cli("validate", str(config), "-v", env=env)
+
+    outputs = [ran.stdout, ran.stderr, checked.stdout, checked.stderr]
+    outputs.append(report_path.read_text())
+    outputs.append(sim.log_path.read_text())
+    for sentinel in (SK_SENTINEL, SECURITY_TOKEN_SENTINEL, PASSWORD_SENTINEL):
+        assert not any(sentinel in text for text in outputs)
+    assert ran.returncode in (0, 1, 3)
+
+
+def test_unexpected_error_keeps_its_traceback_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug's traceback is logged in full, with registered secrets masked."""
+    from orchestrator import cli as cli_module
+    from orchestrator.auth import Secret
+
+    Secret(SK_SENTINEL)
+
+    def explode(args: Any) -> int:
+        raise RuntimeError(f"bug while holding {SK_SENTINEL}")
+
+    monkeypatch.setattr(cli_module, "_cmd_validate", explode)
+    code = cli_module.main(["validate", "x.yaml", "--log-format", "json"])
+
+    captured = capsys.readouterr()
+    assert code == 70
+    assert "Traceback" in captured.err
+    assert "RuntimeError: bug while holding <redacted>" in captured.err
+    assert SK_SENTINEL not in captured.err + captured.out

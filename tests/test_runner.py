@@ -19,9 +19,10 @@ from orchestrator.client import ModelArtsClient
 from orchestrator.config import RetrySettings, Target
 from orchestrator.runner import Runner, RunResult
 from orchestrator.simulator import Plan, Simulator
-from tests.conftest import TOKEN, settings_for, targets
+from tests.conftest import TOKEN, SimProcess, settings_for, targets
 
 StartSimulator = Callable[[Plan], Awaitable[Simulator]]
+StartSimProcess = Callable[[dict[str, Any]], SimProcess]
 PlanFrom = Callable[[dict[str, Any]], Plan]
 
 
@@ -182,15 +183,19 @@ async def test_sync_already_running_counts_as_succeeded(
     assert requests_per_dataset(sim)["ds-0001"] == 1
 
 
-async def test_rate_ceiling_holds_at_the_server(
-    simulator: StartSimulator, plan_from: PlanFrom
-) -> None:
+async def test_rate_ceiling_holds_at_the_server(sim_process: StartSimProcess) -> None:
     """No sliding second of server arrivals holds more than rate_limit requests."""
-    sim = await simulator(plan_from({}))
+    sim = sim_process({})
+    work = targets(70)
+    settings = settings_for(sim.url, work, rate_limit_per_s=20.0, concurrency=8)
+    credential = TokenAuth(Secret(TOKEN), source="test")
 
-    await run_against(sim, targets(70), rate_limit_per_s=20.0, concurrency=8)
+    async with ModelArtsClient(
+        sim.url, credential, timeout_s=5.0, concurrency=8
+    ) as client:
+        await Runner(settings, client).run(work)
 
-    arrivals = sorted(r.arrived_s for r in sim.sync_requests())
+    arrivals = sorted(row["arrived_s"] for row in sim.requests())
     busiest = max(
         bisect.bisect_right(arrivals, t + 1.0) - i for i, t in enumerate(arrivals)
     )
