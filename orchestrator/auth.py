@@ -39,13 +39,7 @@ import structlog
 from yarl import URL
 
 from orchestrator import logs, signer
-from orchestrator.config import (
-    DEFAULT_AK_ENV,
-    DEFAULT_SECURITY_TOKEN_ENV,
-    DEFAULT_SK_ENV,
-    DEFAULT_TOKEN_ENV,
-    AuthSettings,
-)
+from orchestrator.config import DEFAULT_TOKEN_ENV, AuthSettings
 from orchestrator.errors import (
     ConfigError,
     CredentialUnavailableError,
@@ -482,35 +476,35 @@ def _from_chain(environ: Mapping[str, str], home: Path | None) -> Auth:
     token = _token(environ, DEFAULT_TOKEN_ENV)
     if token is not None:
         return token
-    pair = _pair_from_env(
-        environ, DEFAULT_AK_ENV, DEFAULT_SK_ENV, DEFAULT_SECURITY_TOKEN_ENV
-    )
-    if pair is not None:
-        return pair
-    path = _credentials_path(environ, home)
-    pair = _pair_from_file(path)
-    if pair is not None:
-        return pair
+    pair, looked = _find_pair(environ, AuthSettings(type="aksk"), home)
 
-    return _missing(
-        [DEFAULT_TOKEN_ENV, f"{DEFAULT_AK_ENV} + {DEFAULT_SK_ENV}", str(path)]
-    )
+    return pair or _missing([DEFAULT_TOKEN_ENV, *looked])
 
 
 def _access_key(
     environ: Mapping[str, str], settings: AuthSettings, home: Path | None
 ) -> Auth:
+    pair, looked = _find_pair(environ, settings, home)
+
+    return pair or _missing(looked)
+
+
+def _find_pair(
+    environ: Mapping[str, str], settings: AuthSettings, home: Path | None
+) -> tuple[AkSkAuth | None, list[str]]:
+    """
+    Return the key pair from the environment, else the credentials file.
+
+    Also returns the places looked at, for the error when neither has one.
+    """
     pair = _pair_from_env(
         environ, settings.ak_env, settings.sk_env, settings.security_token_env
     )
-    if pair is not None:
-        return pair
     path = _credentials_path(environ, home)
-    pair = _pair_from_file(path)
-    if pair is not None:
-        return pair
+    if pair is None:
+        pair = _pair_from_file(path)
 
-    return _missing([f"{settings.ak_env} + {settings.sk_env}", str(path)])
+    return pair, [f"{settings.ak_env} + {settings.sk_env}", str(path)]
 
 
 def _token(environ: Mapping[str, str], name: str) -> TokenAuth | None:

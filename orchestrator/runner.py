@@ -36,7 +36,7 @@ from orchestrator.errors import (
     TransportError,
 )
 from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
-from orchestrator.report import Attempt, Outcome
+from orchestrator.report import Attempt, Outcome, Status
 
 log = structlog.get_logger(__name__)
 
@@ -107,13 +107,13 @@ class _Progress:
     last_error: ApiError | None = None
 
     def outcome(
-        self, status: str, reason: str | None, accepted: SyncAccepted | None = None
+        self, status: Status, reason: str | None, accepted: SyncAccepted | None = None
     ) -> Outcome:
         error = self.last_error if accepted is None else None
         return Outcome(
             project_id=self.target.project_id,
             dataset_id=self.target.dataset_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             reason=reason,
             already_running=accepted.already_running if accepted else False,
             http_status=accepted.http_status if accepted else _status_of(error),
