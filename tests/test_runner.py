@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -348,3 +349,28 @@ async def test_each_outcome_logs_one_info_line(
         503,
         1,
     )
+
+
+async def test_nothing_new_reaches_the_server_100_ms_after_stop(
+    simulator: StartSimulator, plan_from: PlanFrom
+) -> None:
+    """After stop() no request arrives later than 100 ms (those already sent aside)."""
+    sim = await simulator(plan_from({}))
+    stopped_at: list[float] = []
+
+    def arm(runner: Runner) -> None:
+        async def stop_midway() -> None:
+            await sim.wait_for_requests(10)
+            stopped_at.append(time.monotonic())
+            runner.stop("interrupted")
+
+        asyncio.get_running_loop().create_task(stop_midway())
+
+    result = await run_against(
+        sim, targets(100), rate_limit_per_s=40.0, runner_hook=arm
+    )
+
+    late = [r for r in sim.sync_requests() if r.arrived_s > stopped_at[0] + 0.1]
+    assert late == []
+    assert len(result.outcomes) == 100
+    assert sum(o.status == "cancelled" for o in result.outcomes) >= 80
