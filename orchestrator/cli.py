@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator import __version__, auth, config, logs, report, targets
+from orchestrator import __version__, auth, config, journal, logs, report, targets
 from orchestrator.client import ModelArtsClient, tls_context
 from orchestrator.errors import (
     ConfigError,
@@ -29,7 +29,8 @@ from orchestrator.errors import (
     OrchestratorError,
     ReportError,
 )
-from orchestrator.runner import Runner, RunResult
+from orchestrator.report import Outcome
+from orchestrator.runner import Runner, RunObserver, RunResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -102,6 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--report", type=Path, metavar="PATH", help="report file")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="skip targets that succeeded in this report or journal",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even if PATH was written for a different config",
+    )
     _add_overrides(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -183,7 +195,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
-    plan = targets.plan(settings)
+    full_plan = targets.plan(settings)
+    plan, skipped = _resume(args, settings, full_plan)
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
@@ -191,10 +204,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report_path = args.report or report.default_path(datetime.now(UTC))
     _check_writable(report_path)
     log.info("run.configured", credential=credential.source, report=str(report_path))
+    run_journal = journal.Journal(
+        journal.path_for(report_path),
+        config_path=settings.path,
+        config_sha256=settings.sha256,
+    )
+    for outcome in skipped:
+        run_journal.on_outcome(outcome)
 
-    result, signal_number = asyncio.run(_run(settings, plan, credential, ssl_context))
+    try:
+        result, signal_number = asyncio.run(
+            _run(settings, plan, credential, ssl_context, observers=[run_journal])
+        )
+    finally:
+        run_journal.close()
 
-    document = report.build(result.outcomes, _facts(settings, result))
+    outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
+    document = report.build(outcomes, _facts(settings, result))
     written = report.write(document, report_path)
     log.info("report.written", path=str(written))
     _print_summary(document, written)
@@ -207,6 +233,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_AUTH
 
     return report.exit_code(document)
+
+
+def _resume(
+    args: argparse.Namespace,
+    settings: config.Settings,
+    plan: tuple[config.Target, ...],
+) -> tuple[tuple[config.Target, ...], tuple[Outcome, ...]]:
+    """
+    Return the targets still to run and ``skipped`` outcomes for those done before.
+
+    Raises:
+        ConfigError: the journal or report was written for another config and
+            ``--force`` was not given.
+    """
+    if args.resume is None:
+        return plan, ()
+    before = journal.read(args.resume)
+    if before.config_sha256 != settings.sha256 and not args.force:
+        raise ConfigError(
+            f"--resume {str(args.resume)!r} was written for config sha256 "
+            f"{str(before.config_sha256)[:12]}, but {str(settings.path)!r} has "
+            f"{settings.sha256[:12]}; pass --force to resume anyway"
+        )
+    remaining, skipped = targets.skip_done(plan, before.succeeded())
+    log.info(
+        "run.resumed",
+        path=str(args.resume),
+        skipped=len(skipped),
+        remaining=len(remaining),
+    )
+
+    return remaining, skipped
+
+
+def _in_plan_order(
+    plan: Sequence[config.Target], outcomes: Sequence[Outcome]
+) -> tuple[Outcome, ...]:
+    position = {(t.project_id, t.dataset_id): i for i, t in enumerate(plan)}
+
+    return tuple(sorted(outcomes, key=lambda o: position[(o.project_id, o.dataset_id)]))
 
 
 def _check_writable(path: Path) -> None:
@@ -234,6 +300,8 @@ async def _run(
     plan: Sequence[config.Target],
     credential: auth.Auth,
     ssl_context: ssl.SSLContext | None,
+    *,
+    observers: Sequence[RunObserver] = (),
 ) -> tuple[RunResult, int | None]:
     """
     Run the plan with SIGINT/SIGTERM wired to a graceful stop.
@@ -249,7 +317,7 @@ async def _run(
         concurrency=settings.concurrency,
         ssl_context=ssl_context,
     ) as client:
-        runner = Runner(settings, client)
+        runner = Runner(settings, client, observers=observers)
 
         def on_signal(number: int) -> None:
             received.append(number)

@@ -242,6 +242,51 @@ def exit_code(report: Mapping[str, Any]) -> int:
     return 0 if ok else 1
 
 
+def entry(outcome: Outcome) -> dict[str, Any]:
+    """
+    Return the report's record of one outcome (the journal writes the same).
+    """
+    return _result(outcome)
+
+
+def outcome_of(result: Mapping[str, Any], shift_s: float = 0.0) -> Outcome:
+    """
+    Rebuild an outcome from a report's record; ``shift_s`` moves attempt offsets.
+    """
+    history = tuple(
+        Attempt(
+            offset_s=attempt["offset_s"] + shift_s,
+            duration_ms=attempt["duration_ms"],
+            http_status=attempt.get("http_status"),
+            error_code=attempt.get("error_code"),
+            request_id=attempt.get("request_id"),
+            ambiguous=bool(attempt.get("ambiguous")),
+        )
+        for attempt in result.get("history", ())
+    )
+
+    return Outcome(
+        project_id=result["project_id"],
+        dataset_id=result["dataset_id"],
+        status=result["status"],
+        reason=result.get("reason"),
+        already_running=bool(result.get("already_running")),
+        http_status=result.get("http_status"),
+        error_code=result.get("error_code"),
+        error_msg=result.get("error_msg"),
+        request_id=result.get("request_id"),
+        started_at=_epoch(result.get("started_at")),
+        finished_at=_epoch(result.get("finished_at")),
+        history=history,
+    )
+
+
+def _epoch(iso: str | None) -> float | None:
+    if iso is None:
+        return None
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 # Building ---------------------------------------------------------------------
 
 
