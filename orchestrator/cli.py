@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from orchestrator import __version__, auth, config, journal, logs, report, targets
-from orchestrator.client import ModelArtsClient, tls_context
+from orchestrator.client import ModelArtsClient, sync_path, tls_context
 from orchestrator.errors import (
     ConfigError,
     LockHeldError,
@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--report", type=Path, metavar="PATH", help="report file")
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and the requests it would send; send nothing",
+    )
+    run.add_argument(
         "--resume",
         type=Path,
         metavar="PATH",
@@ -161,6 +166,24 @@ def _load_settings(args: argparse.Namespace) -> config.Settings:
 def _cmd_validate(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     plan = targets.plan(settings)
+    _print_plan(settings, plan, merged=len(settings.targets) - len(plan))
+    for target in plan:
+        print(f"  {target.project_id}/{target.dataset_id}")
+    print("valid; nothing was sent")
+
+    return EXIT_OK
+
+
+def _print_plan(
+    settings: config.Settings,
+    plan: Sequence[config.Target],
+    *,
+    merged: int,
+    skipped: int = 0,
+) -> None:
+    """
+    Print the settings a run would use and how long its plan takes at least.
+    """
     try:
         credential = auth.resolve(
             settings.auth, os.environ, endpoint=settings.endpoint
@@ -182,13 +205,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     )
     deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
     print(f"deadline    {deadline}")
+    resumed = f", {skipped} already succeeded" if skipped else ""
     print(
-        f"targets     {len(plan)} ({len(settings.targets) - len(plan)} duplicates "
-        f"merged); at least {duration_s:.1f} s at the rate limit"
+        f"targets     {len(plan)} ({merged} duplicates merged{resumed}); "
+        f"at least {duration_s:.1f} s at the rate limit"
     )
+
+
+def _dry_run(
+    settings: config.Settings,
+    plan: Sequence[config.Target],
+    skipped: Sequence[Outcome],
+) -> int:
+    """
+    Print the plan and every request the run would send; send none.
+    """
+    merged = len(settings.targets) - len(plan) - len(skipped)
+    _print_plan(settings, plan, merged=max(merged, 0), skipped=len(skipped))
+    print(f"requests    {len(plan)} first attempts, without retries:")
     for target in plan:
-        print(f"  {target.project_id}/{target.dataset_id}")
-    print("valid; nothing was sent")
+        path = sync_path(target.project_id, target.dataset_id)
+        print(f"  POST {settings.endpoint}{path}")
+    print("dry run; nothing was sent")
 
     return EXIT_OK
 
@@ -197,6 +235,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     full_plan = targets.plan(settings)
     plan, skipped = _resume(args, settings, full_plan)
+    if args.dry_run:
+        return _dry_run(settings, plan, skipped)
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context

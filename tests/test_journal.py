@@ -166,3 +166,37 @@ def test_sigkill_then_resume_posts_each_dataset_successfully_once(
     repeated = [dataset for dataset, count in accepted.items() if count > 1]
     assert len(repeated) <= concurrency
     assert all(count <= 2 for count in accepted.values())
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """--dry-run lists each request and the estimate, and the server sees none."""
+    sim = sim_process({})
+    config = write_config(tmp_path, sim.url, count=3, rate_limit=2)
+
+    done = cli("run", str(config), "--dry-run", "--report", str(tmp_path / "r.json"))
+
+    assert done.returncode == 0, done.stderr
+    assert f"POST {sim.url}/v2/{PROJECT}/datasets/ds-0003/sync-data" in done.stdout
+    assert "at least 1.5 s at the rate limit" in done.stdout
+    assert "nothing was sent" in done.stdout
+    assert sim.requests(kind=None) == []
+    assert not (tmp_path / "r.json").exists()
+    assert not journal.path_for(tmp_path / "r.json").exists()
+
+
+def test_dry_run_with_resume_lists_only_the_remaining_targets(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """A resumed dry run shows what the resume would send and what it skips."""
+    sim = sim_process({"always": {"ds-0002": {"status": 404}}})
+    config = write_config(tmp_path, sim.url, count=3)
+    cli("run", str(config), "--report", str(tmp_path / "a.json"))
+
+    done = cli("run", str(config), "--dry-run", "--resume", str(tmp_path / "a.json"))
+
+    posts = [line for line in done.stdout.splitlines() if "POST " in line]
+    assert len(posts) == 1
+    assert "ds-0002" in posts[0]
+    assert "2 already succeeded" in done.stdout
