@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator import __version__, auth, config, journal, logs, report, targets
+from orchestrator import __version__, auth, config, journal, lock, logs, report, targets
 from orchestrator.client import ModelArtsClient, sync_path, tls_context
 from orchestrator.errors import (
     ConfigError,
@@ -107,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan and the requests it would send; send nothing",
+    )
+    run.add_argument(
+        "--lock-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"where lock files go (default: ${lock.LOCK_DIR_ENV}, "
+        "$XDG_RUNTIME_DIR or the temp folder)",
+    )
+    run.add_argument(
+        "--wait-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run of CONFIG to finish (default: refuse)",
     )
     run.add_argument(
         "--resume",
@@ -237,12 +251,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan, skipped = _resume(args, settings, full_plan)
     if args.dry_run:
         return _dry_run(settings, plan, skipped)
+    report_path = args.report or report.default_path(datetime.now(UTC))
+    _check_writable(report_path)
+    lock_path = lock.path_for(
+        settings.path, args.lock_dir or lock.default_dir(os.environ)
+    )
+    with lock.held(lock_path, wait_s=args.wait_lock):
+        return _locked_run(args, settings, full_plan, plan, skipped, report_path)
+
+
+def _locked_run(
+    args: argparse.Namespace,
+    settings: config.Settings,
+    full_plan: tuple[config.Target, ...],
+    plan: tuple[config.Target, ...],
+    skipped: tuple[Outcome, ...],
+    report_path: Path,
+) -> int:
+    """
+    Run the plan while holding the config's lock; write report and journal.
+    """
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
     )
-    report_path = args.report or report.default_path(datetime.now(UTC))
-    _check_writable(report_path)
     log.info("run.configured", credential=credential.source, report=str(report_path))
     run_journal = journal.Journal(
         journal.path_for(report_path),
