@@ -21,7 +21,17 @@ from typing import Any
 
 import structlog
 
-from orchestrator import __version__, auth, config, journal, lock, logs, report, targets
+from orchestrator import (
+    __version__,
+    auth,
+    config,
+    journal,
+    lock,
+    logs,
+    manifest,
+    report,
+    targets,
+)
 from orchestrator.client import ModelArtsClient, sync_path, tls_context
 from orchestrator.errors import (
     ConfigError,
@@ -143,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(validate)
     validate.set_defaults(handler=_cmd_validate)
 
+    _add_report_commands(commands, common)
+
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a ModelArts stand-in on loopback"
     )
@@ -155,6 +167,36 @@ def _parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_cmd_simulate)
 
     return parser
+
+
+def _add_report_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    group = commands.add_parser("report", help="read, join and reuse saved reports")
+    actions = group.add_subparsers(dest="report_command", required=True)
+
+    show = actions.add_parser(
+        "show", parents=[common], help="print a saved report's summary"
+    )
+    show.add_argument("report", type=Path, metavar="REPORT")
+    show.set_defaults(handler=_cmd_report_show)
+
+    merge = actions.add_parser(
+        "merge", parents=[common], help="join shard reports into one"
+    )
+    merge.add_argument("reports", type=Path, nargs="+", metavar="REPORT")
+    merge.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    merge.set_defaults(handler=_cmd_report_merge)
+
+    failures = actions.add_parser(
+        "failures",
+        parents=[common],
+        help="write a config of the targets that did not succeed",
+    )
+    failures.add_argument("report", type=Path, metavar="REPORT")
+    failures.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    failures.set_defaults(handler=_cmd_report_failures)
 
 
 def _add_overrides(command: argparse.ArgumentParser) -> None:
@@ -443,6 +485,28 @@ def _print_summary(document: dict[str, Any], path: Path) -> None:
     if stop_reason:
         print(f"stopped early: {stop_reason}")
     print(f"report: {path}")
+
+
+def _cmd_report_failures(args: argparse.Namespace) -> int:
+    document = report.load(args.report)
+    count = manifest.write_failures(document, args.report, args.output)
+    if count == 0:
+        print(
+            f"every target in {args.report} succeeded or was skipped; no file written"
+        )
+        return EXIT_OK
+    print(f"{count} targets that did not succeed written to {args.output}")
+    print(f"next: modelarts-sync run {args.output}")
+
+    return EXIT_OK
+
+
+def _cmd_report_show(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+def _cmd_report_merge(args: argparse.Namespace) -> int:
+    raise NotImplementedError
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
