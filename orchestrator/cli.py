@@ -31,6 +31,7 @@ from orchestrator import (
     manifest,
     report,
     targets,
+    thresholds,
 )
 from orchestrator.client import ModelArtsClient, sync_path, tls_context
 from orchestrator.errors import (
@@ -346,7 +347,7 @@ def _locked_run(
     if any(outcome.reason == "auth_failed" for outcome in result.outcomes):
         return EXIT_AUTH
 
-    return report.exit_code(document)
+    return thresholds.exit_code(document, settings.max_failure_ratio)
 
 
 def _resume(
@@ -431,6 +432,9 @@ async def _run(
         concurrency=settings.concurrency,
         ssl_context=ssl_context,
     ) as client:
+        if settings.halt is not None:
+            halt = thresholds.HaltWatch(settings.halt, lambda r: runner.stop(r))
+            observers = (*observers, halt)
         runner = Runner(settings, client, observers=observers)
 
         def on_signal(number: int) -> None:
