@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
@@ -17,9 +18,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
+from rich.console import Console
+from rich.file_proxy import FileProxy
 
 from orchestrator import (
     __version__,
@@ -30,6 +33,7 @@ from orchestrator import (
     logs,
     manifest,
     report,
+    summary,
     targets,
     thresholds,
 )
@@ -40,6 +44,7 @@ from orchestrator.errors import (
     OrchestratorError,
     ReportError,
 )
+from orchestrator.progress import DEFAULT_INTERVAL_S, RunProgress
 from orchestrator.report import Outcome
 from orchestrator.runner import Runner, RunObserver, RunResult
 
@@ -118,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan and the requests it would send; send nothing",
+    )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="log run.progress this often when stderr is not a terminal",
     )
     run.add_argument(
         "--lock-dir",
@@ -326,13 +338,15 @@ def _locked_run(
     )
     for outcome in skipped:
         run_journal.on_outcome(outcome)
+    progress = _progress(args, len(plan))
 
     try:
         result, signal_number = asyncio.run(
-            _run(settings, plan, credential, ssl_context, observers=[run_journal])
+            _run(settings, plan, credential, ssl_context, [run_journal, progress])
         )
     finally:
         run_journal.close()
+        _restore_logs(args)
 
     outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
     document = report.build(outcomes, _facts(settings, result))
@@ -348,6 +362,29 @@ def _locked_run(
         return EXIT_AUTH
 
     return thresholds.exit_code(document, settings.max_failure_ratio)
+
+
+def _progress(args: argparse.Namespace, total: int) -> RunProgress:
+    """
+    Return the run's progress display: a bar on a terminal, else log events.
+
+    With the bar live, log lines go through its console so they print above it.
+    """
+    if not sys.stderr.isatty() or args.quiet:
+        return RunProgress(total, interval_s=args.progress_every)
+    console = Console(stderr=True)
+    logs.configure(
+        log_format=args.log_format,
+        verbosity=min(args.verbose, 1),
+        stream=cast(TextIO, FileProxy(console, sys.stderr)),
+    )
+
+    return RunProgress(total, console=console)
+
+
+def _restore_logs(args: argparse.Namespace) -> None:
+    verbosity = -1 if args.quiet else min(args.verbose, 1)
+    logs.configure(log_format=args.log_format, verbosity=verbosity)
 
 
 def _resume(
@@ -415,8 +452,7 @@ async def _run(
     plan: Sequence[config.Target],
     credential: auth.Auth,
     ssl_context: ssl.SSLContext | None,
-    *,
-    observers: Sequence[RunObserver] = (),
+    observers: Sequence[RunObserver],
 ) -> tuple[RunResult, int | None]:
     """
     Run the plan with SIGINT/SIGTERM wired to a graceful stop.
@@ -449,13 +485,26 @@ async def _run(
         for number in _SIGNAL_EXIT:
             loop.add_signal_handler(number, on_signal, number)
         try:
-            result = await runner.run(plan)
+            async with _showing(observers):
+                result = await runner.run(plan)
         finally:
             for number in _SIGNAL_EXIT:
                 loop.remove_signal_handler(number)
             await credential.aclose()
 
     return result, (received[0] if received else None)
+
+
+def _showing(
+    observers: Sequence[RunObserver],
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """
+    Return the progress display's context among the observers, if one is there.
+    """
+    for observer in observers:
+        if isinstance(observer, RunProgress):
+            return observer.running()
+    return contextlib.nullcontext()
 
 
 def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
@@ -473,21 +522,12 @@ def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
 
 
 def _print_summary(document: dict[str, Any], path: Path) -> None:
-    summary = document["summary"]
-    counts = ", ".join(
-        f"{summary[status]} {status}"
-        for status in ("succeeded", "failed", "cancelled", "skipped")
-        if summary[status]
-    )
-    print(
-        f"{summary['total']} targets: {counts or 'nothing to do'} "
-        f"in {document['duration_s']:.1f} s "
-        f"({summary['attempts']} requests, {summary['retries']} retries, "
-        f"{summary['throttled']} throttled)"
-    )
+    print(summary.line(document))
     stop_reason = document.get("stop_reason")
     if stop_reason:
         print(f"stopped early: {stop_reason}")
+    if sys.stdout.isatty():
+        summary.render(document, Console())
     print(f"report: {path}")
 
 
@@ -506,7 +546,13 @@ def _cmd_report_failures(args: argparse.Namespace) -> int:
 
 
 def _cmd_report_show(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    document = report.load(args.report)
+    print(summary.line(document))
+    if document.get("stop_reason"):
+        print(f"stopped early: {document['stop_reason']}")
+    summary.render(document, Console())
+
+    return EXIT_OK
 
 
 def _cmd_report_merge(args: argparse.Namespace) -> int:
