@@ -32,6 +32,7 @@ from orchestrator import (
     lock,
     logs,
     manifest,
+    metrics,
     report,
     summary,
     targets,
@@ -123,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan and the requests it would send; send nothing",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics here at the end (textfile collector)",
     )
     run.add_argument(
         "--progress-every",
@@ -354,6 +361,20 @@ def _locked_run(
     log.info("report.written", path=str(written))
     _print_summary(document, written)
 
+    code = _run_exit_code(document, settings, result, signal_number)
+    if args.metrics_file is not None:
+        metrics.write(document, args.metrics_file, exit_code=code)
+        log.info("metrics.written", path=str(args.metrics_file))
+
+    return code
+
+
+def _run_exit_code(
+    document: dict[str, Any],
+    settings: config.Settings,
+    result: RunResult,
+    signal_number: int | None,
+) -> int:
     if signal_number is not None:
         return _SIGNAL_EXIT[signal.Signals(signal_number)]
     if result.stop_reason == "tls_error":
