@@ -16,6 +16,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -32,7 +33,6 @@ from orchestrator import (
     lock,
     logs,
     manifest,
-    metrics,
     report,
     summary,
     targets,
@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--report", type=Path, metavar="PATH", help="report file")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (0-based; auto/N reads JOB_COMPLETION_INDEX)",
+    )
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -310,13 +315,22 @@ def _dry_run(
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     full_plan = targets.plan(settings)
+    shard = None
+    if args.shard is not None:
+        shard = targets.parse_shard(args.shard, os.environ)
+        settings = _shard_limits(args, settings, shard)
+        full_plan = targets.select_shard(full_plan, shard)
+        log.info("run.sharded", shard=str(shard), targets=len(full_plan))
+    args.shard = None if shard is None else str(shard)  # resolved auto/N
     plan, skipped = _resume(args, settings, full_plan)
     if args.dry_run:
         return _dry_run(settings, plan, skipped)
     report_path = args.report or report.default_path(datetime.now(UTC))
     _check_writable(report_path)
     lock_path = lock.path_for(
-        settings.path, args.lock_dir or lock.default_dir(os.environ)
+        settings.path,
+        args.lock_dir or lock.default_dir(os.environ),
+        args.shard,
     )
     with lock.held(lock_path, wait_s=args.wait_lock):
         return _locked_run(args, settings, full_plan, plan, skipped, report_path)
@@ -357,12 +371,17 @@ def _locked_run(
 
     outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
     document = report.build(outcomes, _facts(settings, result))
+    if args.shard is not None:
+        index, count = map(int, args.shard.split("/"))
+        document["shard"] = {"index": index, "count": count}
     written = report.write(document, report_path)
     log.info("report.written", path=str(written))
     _print_summary(document, written)
 
     code = _run_exit_code(document, settings, result, signal_number)
     if args.metrics_file is not None:
+        from orchestrator import metrics  # prometheus_client: only when asked
+
         metrics.write(document, args.metrics_file, exit_code=code)
         log.info("metrics.written", path=str(args.metrics_file))
 
@@ -383,6 +402,25 @@ def _run_exit_code(
         return EXIT_AUTH
 
     return thresholds.exit_code(document, settings.max_failure_ratio)
+
+
+def _shard_limits(
+    args: argparse.Namespace, settings: config.Settings, shard: targets.Shard
+) -> config.Settings:
+    """
+    Divide rate_limit and concurrency among the shards, unless given as flags.
+
+    The config's limits are for the whole job; N shards each taking all of
+    them would send N times the rate the account was planned for.
+    """
+    rate_limit_per_s = settings.rate_limit_per_s
+    if args.rate_limit is None:
+        rate_limit_per_s /= shard.count
+    concurrency = settings.concurrency
+    if args.concurrency is None:
+        concurrency = max(concurrency // shard.count, 1)
+
+    return replace(settings, rate_limit_per_s=rate_limit_per_s, concurrency=concurrency)
 
 
 def _progress(args: argparse.Namespace, total: int) -> RunProgress:
@@ -577,7 +615,13 @@ def _cmd_report_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_report_merge(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    documents = [report.load(path) for path in args.reports]
+    merged = report.merge(documents, __version__)
+    written = report.write(merged, args.output)
+    print(f"{len(documents)} reports merged")
+    _print_summary(merged, written)
+
+    return report.exit_code(merged)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

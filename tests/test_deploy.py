@@ -85,6 +85,7 @@ def test_systemd_service_and_timer_are_consistent() -> None:
     "name",
     [
         pytest.param("cronjob.yaml", id="cronjob"),
+        pytest.param("indexed-job.yaml", id="indexed-job"),
     ],
 )
 def test_kubernetes_containers_run_commands_the_cli_accepts(name: str) -> None:
@@ -109,3 +110,15 @@ def test_cronjob_forbids_overlapping_runs() -> None:
     )
 
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_indexed_job_runs_one_shard_per_index() -> None:
+    """completions equals the N of --shard auto/N, and the mode is Indexed."""
+    path = DEPLOY / "kubernetes" / "indexed-job.yaml"
+    (job,) = yaml.safe_load_all(path.read_text())
+    (container,) = containers(path)
+
+    args = accepted([*container["command"], *container["args"]])
+
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert args.shard == f"auto/{job['spec']['completions']}"
