@@ -297,12 +297,16 @@ def _dry_run(
     settings: config.Settings,
     plan: Sequence[config.Target],
     skipped: Sequence[Outcome],
+    *,
+    merged: int,
+    shard: targets.Shard | None,
 ) -> int:
     """
     Print the plan and every request the run would send; send none.
     """
-    merged = len(settings.targets) - len(plan) - len(skipped)
-    _print_plan(settings, plan, merged=max(merged, 0), skipped=len(skipped))
+    _print_plan(settings, plan, merged=merged, skipped=len(skipped))
+    if shard is not None:
+        print(f"shard       {shard}: {len(plan) + len(skipped)} targets of this shard")
     print(f"requests    {len(plan)} first attempts, without retries:")
     for target in plan:
         path = sync_path(target.project_id, target.dataset_id)
@@ -315,22 +319,23 @@ def _dry_run(
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     full_plan = targets.plan(settings)
+    merged = len(settings.targets) - len(full_plan)
     shard = None
     if args.shard is not None:
         shard = targets.parse_shard(args.shard, os.environ)
         settings = _shard_limits(args, settings, shard)
         full_plan = targets.select_shard(full_plan, shard)
         log.info("run.sharded", shard=str(shard), targets=len(full_plan))
-    args.shard = None if shard is None else str(shard)  # resolved auto/N
+    args.resolved_shard = shard  # auto/N made concrete, for the lock and report
     plan, skipped = _resume(args, settings, full_plan)
     if args.dry_run:
-        return _dry_run(settings, plan, skipped)
+        return _dry_run(settings, plan, skipped, merged=merged, shard=shard)
     report_path = args.report or report.default_path(datetime.now(UTC))
     _check_writable(report_path)
     lock_path = lock.path_for(
         settings.path,
         args.lock_dir or lock.default_dir(os.environ),
-        args.shard,
+        None if shard is None else str(shard),
     )
     with lock.held(lock_path, wait_s=args.wait_lock):
         return _locked_run(args, settings, full_plan, plan, skipped, report_path)
@@ -371,9 +376,9 @@ def _locked_run(
 
     outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
     document = report.build(outcomes, _facts(settings, result))
-    if args.shard is not None:
-        index, count = map(int, args.shard.split("/"))
-        document["shard"] = {"index": index, "count": count}
+    shard: targets.Shard | None = args.resolved_shard
+    if shard is not None:
+        document["shard"] = {"index": shard.index, "count": shard.count}
     written = report.write(document, report_path)
     log.info("report.written", path=str(written))
     _print_summary(document, written)

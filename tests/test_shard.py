@@ -132,3 +132,18 @@ def test_merge_refuses_overlapping_reports(
 
     assert done.returncode == 2
     assert "more than one report" in done.stderr
+
+
+def test_dry_run_of_a_shard_shows_its_share_and_divided_limits(tmp_path: Path) -> None:
+    """A sharded dry run lists only its targets, at 1/N of the rate and slots."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", count=40, concurrency=8)
+    mine = select_shard(make_targets(40), Shard(2, 4))
+
+    done = cli("run", str(config), "--dry-run", "--shard", "2/4")
+
+    assert done.returncode == 0, done.stderr
+    assert "pacing      50/s, 2 in flight" in done.stdout
+    assert "0 duplicates merged" in done.stdout
+    posts = [line for line in done.stdout.splitlines() if "POST " in line]
+    assert len(posts) == len(mine)
+    assert all(any(t.dataset_id in line for t in mine) for line in posts)
