@@ -10,26 +10,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
+from rich.console import Console
+from rich.file_proxy import FileProxy
 
-from orchestrator import __version__, auth, config, logs, report, targets
-from orchestrator.client import ModelArtsClient, tls_context
+from orchestrator import (
+    __version__,
+    auth,
+    config,
+    journal,
+    lock,
+    logs,
+    manifest,
+    report,
+    summary,
+    targets,
+    thresholds,
+)
+from orchestrator.client import ModelArtsClient, sync_path, tls_context
 from orchestrator.errors import (
     ConfigError,
     LockHeldError,
     OrchestratorError,
     ReportError,
 )
-from orchestrator.runner import Runner, RunResult
+from orchestrator.progress import DEFAULT_INTERVAL_S, RunProgress
+from orchestrator.report import Outcome
+from orchestrator.runner import Runner, RunObserver, RunResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,6 +132,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--report", type=Path, metavar="PATH", help="report file")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only shard I of N (0-based; auto/N reads JOB_COMPLETION_INDEX)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and the requests it would send; send nothing",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics here at the end (textfile collector)",
+    )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="log run.progress this often when stderr is not a terminal",
+    )
+    run.add_argument(
+        "--lock-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"where lock files go (default: ${lock.LOCK_DIR_ENV}, "
+        "$XDG_RUNTIME_DIR or the temp folder)",
+    )
+    run.add_argument(
+        "--wait-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run of CONFIG to finish (default: refuse)",
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="skip targets that succeeded in this report or journal",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="resume even if PATH was written for a different config",
+    )
     _add_overrides(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -123,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", type=Path, metavar="CONFIG")
     _add_overrides(validate)
     validate.set_defaults(handler=_cmd_validate)
+
+    _add_report_commands(commands, common)
 
     simulate = commands.add_parser(
         "simulate", parents=[common], help="serve a ModelArts stand-in on loopback"
@@ -142,6 +210,36 @@ def _parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_cmd_simulate)
 
     return parser
+
+
+def _add_report_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    group = commands.add_parser("report", help="read, join and reuse saved reports")
+    actions = group.add_subparsers(dest="report_command", required=True)
+
+    show = actions.add_parser(
+        "show", parents=[common], help="print a saved report's summary"
+    )
+    show.add_argument("report", type=Path, metavar="REPORT")
+    show.set_defaults(handler=_cmd_report_show)
+
+    merge = actions.add_parser(
+        "merge", parents=[common], help="join shard reports into one"
+    )
+    merge.add_argument("reports", type=Path, nargs="+", metavar="REPORT")
+    merge.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    merge.set_defaults(handler=_cmd_report_merge)
+
+    failures = actions.add_parser(
+        "failures",
+        parents=[common],
+        help="write a config of the targets that did not succeed",
+    )
+    failures.add_argument("report", type=Path, metavar="REPORT")
+    failures.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    failures.set_defaults(handler=_cmd_report_failures)
 
 
 def _add_overrides(command: argparse.ArgumentParser) -> None:
@@ -167,6 +265,24 @@ def _load_settings(args: argparse.Namespace) -> config.Settings:
 def _cmd_validate(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     plan = targets.plan(settings)
+    _print_plan(settings, plan, merged=len(settings.targets) - len(plan))
+    for target in plan:
+        print(f"  {target.project_id}/{target.dataset_id}")
+    print("valid; nothing was sent")
+
+    return EXIT_OK
+
+
+def _print_plan(
+    settings: config.Settings,
+    plan: Sequence[config.Target],
+    *,
+    merged: int,
+    skipped: int = 0,
+) -> None:
+    """
+    Print the settings a run would use and how long its plan takes at least.
+    """
     try:
         credential = auth.resolve(
             settings.auth, os.environ, endpoint=settings.endpoint
@@ -188,35 +304,119 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     )
     deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
     print(f"deadline    {deadline}")
+    resumed = f", {skipped} already succeeded" if skipped else ""
     print(
-        f"targets     {len(plan)} ({len(settings.targets) - len(plan)} duplicates "
-        f"merged); at least {duration_s:.1f} s at the rate limit"
+        f"targets     {len(plan)} ({merged} duplicates merged{resumed}); "
+        f"at least {duration_s:.1f} s at the rate limit"
     )
+
+
+def _dry_run(
+    settings: config.Settings,
+    plan: Sequence[config.Target],
+    skipped: Sequence[Outcome],
+    *,
+    merged: int,
+    shard: targets.Shard | None,
+) -> int:
+    """
+    Print the plan and every request the run would send; send none.
+    """
+    _print_plan(settings, plan, merged=merged, skipped=len(skipped))
+    if shard is not None:
+        print(f"shard       {shard}: {len(plan) + len(skipped)} targets of this shard")
+    print(f"requests    {len(plan)} first attempts, without retries:")
     for target in plan:
-        print(f"  {target.project_id}/{target.dataset_id}")
-    print("valid; nothing was sent")
+        path = sync_path(target.project_id, target.dataset_id)
+        print(f"  POST {settings.endpoint}{path}")
+    print("dry run; nothing was sent")
 
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
-    plan = targets.plan(settings)
+    full_plan = targets.plan(settings)
+    merged = len(settings.targets) - len(full_plan)
+    shard = None
+    if args.shard is not None:
+        shard = targets.parse_shard(args.shard, os.environ)
+        settings = _shard_limits(args, settings, shard)
+        full_plan = targets.select_shard(full_plan, shard)
+        log.info("run.sharded", shard=str(shard), targets=len(full_plan))
+    args.resolved_shard = shard  # auto/N made concrete, for the lock and report
+    plan, skipped = _resume(args, settings, full_plan)
+    if args.dry_run:
+        return _dry_run(settings, plan, skipped, merged=merged, shard=shard)
+    report_path = args.report or report.default_path(datetime.now(UTC))
+    _check_writable(report_path)
+    lock_path = lock.path_for(
+        settings.path,
+        args.lock_dir or lock.default_dir(os.environ),
+        None if shard is None else str(shard),
+    )
+    with lock.held(lock_path, wait_s=args.wait_lock):
+        return _locked_run(args, settings, full_plan, plan, skipped, report_path)
+
+
+def _locked_run(
+    args: argparse.Namespace,
+    settings: config.Settings,
+    full_plan: tuple[config.Target, ...],
+    plan: tuple[config.Target, ...],
+    skipped: tuple[Outcome, ...],
+    report_path: Path,
+) -> int:
+    """
+    Run the plan while holding the config's lock; write report and journal.
+    """
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
     )
-    report_path = args.report or report.default_path(datetime.now(UTC))
-    _check_writable(report_path)
     log.info("run.configured", credential=credential.source, report=str(report_path))
+    run_journal = journal.Journal(
+        journal.path_for(report_path),
+        config_path=settings.path,
+        config_sha256=settings.sha256,
+    )
+    for outcome in skipped:
+        run_journal.on_outcome(outcome)
+    progress = _progress(args, len(plan))
 
-    result, signal_number = asyncio.run(_run(settings, plan, credential, ssl_context))
+    try:
+        result, signal_number = asyncio.run(
+            _run(settings, plan, credential, ssl_context, [run_journal, progress])
+        )
+    finally:
+        run_journal.close()
+        _restore_logs(args)
 
-    document = report.build(result.outcomes, _facts(settings, result))
+    outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
+    document = report.build(outcomes, _facts(settings, result))
+    shard: targets.Shard | None = args.resolved_shard
+    if shard is not None:
+        document["shard"] = {"index": shard.index, "count": shard.count}
     written = report.write(document, report_path)
     log.info("report.written", path=str(written))
     _print_summary(document, written)
 
+    code = _run_exit_code(document, settings, result, signal_number)
+    if args.metrics_file is not None:
+        from orchestrator import metrics  # prometheus_client: only when asked
+
+        metrics.write(document, args.metrics_file, exit_code=code)
+        log.info("metrics.written", path=str(args.metrics_file))
+
+    return code
+
+
+def _run_exit_code(
+    document: dict[str, Any],
+    settings: config.Settings,
+    result: RunResult,
+    signal_number: int | None,
+) -> int:
     if signal_number is not None:
         return _SIGNAL_EXIT[signal.Signals(signal_number)]
     if result.stop_reason == "tls_error":
@@ -224,7 +424,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if any(outcome.reason == "auth_failed" for outcome in result.outcomes):
         return EXIT_AUTH
 
-    return report.exit_code(document)
+    return thresholds.exit_code(document, settings.max_failure_ratio)
+
+
+def _shard_limits(
+    args: argparse.Namespace, settings: config.Settings, shard: targets.Shard
+) -> config.Settings:
+    """
+    Divide rate_limit and concurrency among the shards, unless given as flags.
+
+    The config's limits are for the whole job; N shards each taking all of
+    them would send N times the rate the account was planned for.
+    """
+    rate_limit_per_s = settings.rate_limit_per_s
+    if args.rate_limit is None:
+        rate_limit_per_s /= shard.count
+    concurrency = settings.concurrency
+    if args.concurrency is None:
+        concurrency = max(concurrency // shard.count, 1)
+
+    return replace(settings, rate_limit_per_s=rate_limit_per_s, concurrency=concurrency)
+
+
+def _progress(args: argparse.Namespace, total: int) -> RunProgress:
+    """
+    Return the run's progress display: a bar on a terminal, else log events.
+
+    With the bar live, log lines go through its console so they print above it.
+    """
+    if not sys.stderr.isatty() or args.quiet:
+        return RunProgress(total, interval_s=args.progress_every)
+    console = Console(stderr=True)
+    logs.configure(
+        log_format=args.log_format,
+        verbosity=min(args.verbose, 1),
+        stream=cast(TextIO, FileProxy(console, sys.stderr)),
+    )
+
+    return RunProgress(total, console=console)
+
+
+def _restore_logs(args: argparse.Namespace) -> None:
+    verbosity = -1 if args.quiet else min(args.verbose, 1)
+    logs.configure(log_format=args.log_format, verbosity=verbosity)
+
+
+def _resume(
+    args: argparse.Namespace,
+    settings: config.Settings,
+    plan: tuple[config.Target, ...],
+) -> tuple[tuple[config.Target, ...], tuple[Outcome, ...]]:
+    """
+    Return the targets still to run and ``skipped`` outcomes for those done before.
+
+    Raises:
+        ConfigError: the journal or report was written for another config and
+            ``--force`` was not given.
+    """
+    if args.resume is None:
+        return plan, ()
+    before = journal.read(args.resume)
+    if before.config_sha256 != settings.sha256 and not args.force:
+        raise ConfigError(
+            f"--resume {str(args.resume)!r} was written for config sha256 "
+            f"{str(before.config_sha256)[:12]}, but {str(settings.path)!r} has "
+            f"{settings.sha256[:12]}; pass --force to resume anyway"
+        )
+    remaining, skipped = targets.skip_done(plan, before.succeeded())
+    log.info(
+        "run.resumed",
+        path=str(args.resume),
+        skipped=len(skipped),
+        remaining=len(remaining),
+    )
+
+    return remaining, skipped
+
+
+def _in_plan_order(
+    plan: Sequence[config.Target], outcomes: Sequence[Outcome]
+) -> tuple[Outcome, ...]:
+    position = {(t.project_id, t.dataset_id): i for i, t in enumerate(plan)}
+
+    return tuple(sorted(outcomes, key=lambda o: position[(o.project_id, o.dataset_id)]))
 
 
 def _check_writable(path: Path) -> None:
@@ -252,6 +534,7 @@ async def _run(
     plan: Sequence[config.Target],
     credential: auth.Auth,
     ssl_context: ssl.SSLContext | None,
+    observers: Sequence[RunObserver],
 ) -> tuple[RunResult, int | None]:
     """
     Run the plan with SIGINT/SIGTERM wired to a graceful stop.
@@ -267,7 +550,10 @@ async def _run(
         concurrency=settings.concurrency,
         ssl_context=ssl_context,
     ) as client:
-        runner = Runner(settings, client)
+        if settings.halt is not None:
+            halt = thresholds.HaltWatch(settings.halt, lambda r: runner.stop(r))
+            observers = (*observers, halt)
+        runner = Runner(settings, client, observers=observers)
 
         def on_signal(number: int) -> None:
             received.append(number)
@@ -281,13 +567,26 @@ async def _run(
         for number in _SIGNAL_EXIT:
             loop.add_signal_handler(number, on_signal, number)
         try:
-            result = await runner.run(plan)
+            async with _showing(observers):
+                result = await runner.run(plan)
         finally:
             for number in _SIGNAL_EXIT:
                 loop.remove_signal_handler(number)
             await credential.aclose()
 
     return result, (received[0] if received else None)
+
+
+def _showing(
+    observers: Sequence[RunObserver],
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """
+    Return the progress display's context among the observers, if one is there.
+    """
+    for observer in observers:
+        if isinstance(observer, RunProgress):
+            return observer.running()
+    return contextlib.nullcontext()
 
 
 def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
@@ -305,18 +604,7 @@ def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
 
 
 def _print_summary(document: dict[str, Any], path: Path) -> None:
-    summary = document["summary"]
-    counts = ", ".join(
-        f"{summary[status]} {status}"
-        for status in ("succeeded", "failed", "cancelled", "skipped")
-        if summary[status]
-    )
-    print(
-        f"{summary['total']} targets: {counts or 'nothing to do'} "
-        f"in {document['duration_s']:.1f} s "
-        f"({summary['attempts']} requests, {summary['retries']} retries, "
-        f"{summary['throttled']} throttled)"
-    )
+    print(summary.line(document))
     stop_reason = document.get("stop_reason")
     if stop_reason:
         print(f"stopped early: {stop_reason}")
@@ -326,6 +614,8 @@ def _print_summary(document: dict[str, Any], path: Path) -> None:
     )
     if refused is not None:
         print(f"refused: {refused['error_msg']}")
+    if sys.stdout.isatty():
+        summary.render(document, Console())
     print(f"report: {path}")
 
 
@@ -347,6 +637,40 @@ def _server_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         raise ConfigError(f"--tls-cert/--tls-key: cannot load: {exc}") from exc
 
     return context
+
+
+def _cmd_report_failures(args: argparse.Namespace) -> int:
+    document = report.load(args.report)
+    count = manifest.write_failures(document, args.report, args.output)
+    if count == 0:
+        print(
+            f"every target in {args.report} succeeded or was skipped; no file written"
+        )
+        return EXIT_OK
+    print(f"{count} targets that did not succeed written to {args.output}")
+    print(f"next: modelarts-sync run {args.output}")
+
+    return EXIT_OK
+
+
+def _cmd_report_show(args: argparse.Namespace) -> int:
+    document = report.load(args.report)
+    print(summary.line(document))
+    if document.get("stop_reason"):
+        print(f"stopped early: {document['stop_reason']}")
+    summary.render(document, Console())
+
+    return EXIT_OK
+
+
+def _cmd_report_merge(args: argparse.Namespace) -> int:
+    documents = [report.load(path) for path in args.reports]
+    merged = report.merge(documents, __version__)
+    written = report.write(merged, args.output)
+    print(f"{len(documents)} reports merged")
+    _print_summary(merged, written)
+
+    return report.exit_code(merged)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -142,7 +142,7 @@ class ModelArtsClient:
         Raises:
             ApiError: a subclass saying how the call failed.
         """
-        path = f"/v2/{_segment(project_id)}/datasets/{_segment(dataset_id)}/sync-data"
+        path = sync_path(project_id, dataset_id)
         answer = await self._request("POST", path, project_id, on_sent=on_sent)
 
         request_id = answer.headers.get("X-Request-Id")
@@ -298,6 +298,13 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | None:
         raise ConfigError(
             f"ca_bundle {str(ca_bundle)!r}: not a PEM certificate bundle ({exc})"
         ) from exc
+
+
+def sync_path(project_id: str, dataset_id: str) -> str:
+    """
+    Return the sync-data request's path for one dataset.
+    """
+    return f"/v2/{_segment(project_id)}/datasets/{_segment(dataset_id)}/sync-data"
 
 
 def _segment(value: str) -> str:

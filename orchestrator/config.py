@@ -57,6 +57,19 @@ class RetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HaltSettings:
+    """
+    When to stop dispatching early: most finished targets failed.
+
+    Checked once at least ``min_targets`` have finished; above ``failure_ratio``
+    of them failed, the run stops and the rest end ``cancelled`` (``halted``).
+    """
+
+    failure_ratio: float = 0.5
+    min_targets: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     """
     Which credential to use; only names of environment variables, never secrets.
@@ -91,6 +104,8 @@ class Settings:
     deadline_s: float | None = None
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     retry: RetrySettings = field(default_factory=RetrySettings)
+    max_failure_ratio: float = 0.0
+    halt: HaltSettings | None = None
 
 
 _LONG_ENV_VALUE = 32
@@ -109,6 +124,8 @@ _TOP_KEYS = (
     "deadline",
     "shutdown_grace",
     "retry",
+    "max_failure_ratio",
+    "halt",
     "targets",
 )
 # Which auth keys each type takes; "type" goes with all of them.
@@ -120,6 +137,7 @@ _AUTH_TYPE_KEYS = {
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_TYPE_KEYS.values() for key in keys))
 _AUTH_TYPES = tuple(_AUTH_TYPE_KEYS)
 _RETRY_KEYS = ("max_attempts", "initial_backoff", "max_backoff")
+_HALT_KEYS = ("failure_ratio", "min_targets")
 _TARGET_KEYS = ("project_id", "dataset_id")
 # Ids go into the request path; '/', '.', '%' or a space would change the URL.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -221,6 +239,8 @@ def _settings(doc: Document, path: Path) -> Settings:
             fields, "shutdown_grace", _shutdown_grace, DEFAULT_SHUTDOWN_GRACE_S
         ),
         retry=_retry(doc, fields.get("retry")),
+        max_failure_ratio=doc.optional(fields, "max_failure_ratio", _ratio, 0.0),
+        halt=_halt(doc, fields.get("halt")),
         targets=_targets(doc, fields["targets"]),
     )
 
@@ -328,6 +348,44 @@ def _retry(doc: Document, node: Node | None) -> RetrySettings:
     if retry.max_backoff_s < retry.initial_backoff_s:
         raise _inverted_backoff(doc, fields, retry)
     return retry
+
+
+def _halt(doc: Document, node: Node | None) -> HaltSettings | None:
+    """
+    Return the early-stop rule, or None when the file has no ``halt`` key.
+    """
+    if node is None:
+        return None
+    fields = doc.mapping(
+        node,
+        "halt",
+        _HALT_KEYS,
+        "must be a mapping such as {failure_ratio: 0.5, min_targets: 20}",
+    )
+    default = HaltSettings()
+
+    return HaltSettings(
+        failure_ratio=doc.optional(
+            fields, "failure_ratio", _ratio, default.failure_ratio, "halt."
+        ),
+        min_targets=doc.optional(
+            fields, "min_targets", _min_targets, default.min_targets, "halt."
+        ),
+    )
+
+
+def _ratio(value: object) -> float:
+    """
+    Check a share of targets, from 0 to 1.
+    """
+    return _number(value, at_least=0, at_most=1)
+
+
+def _min_targets(value: object) -> int:
+    """
+    Check how many targets must finish before the halt rule is judged.
+    """
+    return _whole(value, at_least=1, at_most=1_000_000)
 
 
 def _inverted_backoff(

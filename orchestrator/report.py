@@ -242,6 +242,103 @@ def exit_code(report: Mapping[str, Any]) -> int:
     return 0 if ok else 1
 
 
+def entry(outcome: Outcome) -> dict[str, Any]:
+    """
+    Return the report's record of one outcome (the journal writes the same).
+    """
+    return _result(outcome)
+
+
+def outcome_of(result: Mapping[str, Any], shift_s: float = 0.0) -> Outcome:
+    """
+    Rebuild an outcome from a report's record; ``shift_s`` moves attempt offsets.
+    """
+    history = tuple(
+        Attempt(
+            offset_s=attempt["offset_s"] + shift_s,
+            duration_ms=attempt["duration_ms"],
+            http_status=attempt.get("http_status"),
+            error_code=attempt.get("error_code"),
+            request_id=attempt.get("request_id"),
+            ambiguous=bool(attempt.get("ambiguous")),
+        )
+        for attempt in result.get("history", ())
+    )
+
+    return Outcome(
+        project_id=result["project_id"],
+        dataset_id=result["dataset_id"],
+        status=result["status"],
+        reason=result.get("reason"),
+        already_running=bool(result.get("already_running")),
+        http_status=result.get("http_status"),
+        error_code=result.get("error_code"),
+        error_msg=result.get("error_msg"),
+        request_id=result.get("request_id"),
+        started_at=_epoch(result.get("started_at")),
+        finished_at=_epoch(result.get("finished_at")),
+        history=history,
+    )
+
+
+def merge(documents: Sequence[Mapping[str, Any]], tool_version: str) -> dict[str, Any]:
+    """
+    Join reports of disjoint shards of one config into one, summary recomputed.
+
+    Attempt offsets are moved to count from the earliest start, so the merged
+    achieved rate spans the whole set of shards.
+
+    Raises:
+        ReportError: the reports are of different configs, or a target is in two.
+    """
+    first = documents[0]
+    started = min(_epoch_of(d["started_at"]) for d in documents)
+    finished = max(_epoch_of(d["finished_at"]) for d in documents)
+    seen: set[tuple[str, str]] = set()
+    outcomes: list[Outcome] = []
+    for document in documents:
+        if document["config"]["sha256"] != first["config"]["sha256"]:
+            raise ReportError(
+                "cannot merge reports of different configs: sha256 "
+                f"{first['config']['sha256'][:12]} and "
+                f"{document['config']['sha256'][:12]}"
+            )
+        shift_s = _epoch_of(document["started_at"]) - started
+        for result in document["results"]:
+            key = (result["project_id"], result["dataset_id"])
+            if key in seen:
+                raise ReportError(
+                    f"target {key[0]}/{key[1]} is in more than one report; "
+                    "shards must not overlap"
+                )
+            seen.add(key)
+            outcomes.append(outcome_of(result, shift_s))
+
+    stop_reasons = [d["stop_reason"] for d in documents if d.get("stop_reason")]
+    facts = RunFacts(
+        tool_version=tool_version,
+        config_path=first["config"]["path"],
+        config_sha256=first["config"]["sha256"],
+        endpoint=first["config"]["endpoint"],
+        rate_limit_per_s=sum(d["config"]["rate_limit"] for d in documents),
+        concurrency=sum(d["config"]["concurrency"] for d in documents),
+        started_at=started,
+        finished_at=finished,
+        stop_reason=stop_reasons[0] if stop_reasons else None,
+    )
+    return build(outcomes, facts)
+
+
+def _epoch_of(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _epoch(iso: str | None) -> float | None:
+    if iso is None:
+        return None
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 # Building ---------------------------------------------------------------------
 
 
