@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +25,15 @@ from typing import Any
 import structlog
 
 from orchestrator import __version__, auth, config, logs, report, targets
-from orchestrator.client import ModelArtsClient, tls_context
+from orchestrator.client import DatasetPage, ModelArtsClient, SyncStatus, tls_context
 from orchestrator.errors import (
+    ApiError,
+    AuthError,
     ConfigError,
     LockHeldError,
     OrchestratorError,
     ReportError,
+    StoppedError,
 )
 from orchestrator.runner import Runner, RunResult
 
@@ -102,8 +108,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", type=Path, metavar="CONFIG")
     run.add_argument("--report", type=Path, metavar="PATH", help="report file")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="follow each accepted sync until it ends (wait.enabled)",
+    )
     _add_overrides(run)
     run.set_defaults(handler=_cmd_run)
+
+    status = commands.add_parser(
+        "status", parents=[common], help="show each target's sync state; read-only"
+    )
+    status.add_argument("config", type=Path, metavar="CONFIG")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (the default when stdout is not a terminal)",
+    )
+    _add_overrides(status)
+    status.set_defaults(handler=_cmd_status)
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check CONFIG and print the plan"
@@ -143,6 +167,7 @@ def _load_settings(args: argparse.Namespace) -> config.Settings:
         endpoint=args.endpoint,
         rate_limit=args.rate_limit,
         concurrency=args.concurrency,
+        wait=getattr(args, "wait", None),
     )
 
 
@@ -170,12 +195,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     )
     deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
     print(f"deadline    {deadline}")
+    wait = settings.wait
+    print(
+        f"wait        every {wait.poll_interval_s:g}-{wait.max_poll_interval_s:g} s "
+        f"for up to {wait.timeout_s:g} s"
+        if wait.enabled
+        else "wait        no (the report shows accepted syncs only)"
+    )
     print(
         f"targets     {len(plan)} ({len(settings.targets) - len(plan)} duplicates "
         f"merged); at least {duration_s:.1f} s at the rate limit"
     )
     for target in plan:
         print(f"  {target.project_id}/{target.dataset_id}")
+    for selector in settings.selectors:
+        print(f"  {selector.project_id}/{{{selector.describe()}}} (listed at run time)")
     print("valid; nothing was sent")
 
     return EXIT_OK
@@ -183,7 +217,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
-    plan = targets.plan(settings)
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
@@ -192,7 +225,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_writable(report_path)
     log.info("run.configured", credential=credential.source, report=str(report_path))
 
-    result, signal_number = asyncio.run(_run(settings, plan, credential, ssl_context))
+    result, signal_number = asyncio.run(_run(settings, credential, ssl_context))
 
     document = report.build(result.outcomes, _facts(settings, result))
     written = report.write(document, report_path)
@@ -231,15 +264,15 @@ def _check_writable(path: Path) -> None:
 
 async def _run(
     settings: config.Settings,
-    plan: Sequence[config.Target],
     credential: auth.Auth,
     ssl_context: ssl.SSLContext | None,
 ) -> tuple[RunResult, int | None]:
     """
-    Run the plan with SIGINT/SIGTERM wired to a graceful stop.
+    Resolve the targets, then run them with SIGINT/SIGTERM wired to a graceful stop.
 
     The first signal stops dispatching and lets requests in flight finish
-    within the grace period; a second one cancels them at once.
+    within the grace period; a second one cancels them at once. Discovery's
+    list calls share the run's client, rate limit and retry policy.
     """
     received: list[int] = []
     async with ModelArtsClient(
@@ -263,13 +296,35 @@ async def _run(
         for number in _SIGNAL_EXIT:
             loop.add_signal_handler(number, on_signal, number)
         try:
-            result = await runner.run(plan)
+            started_at = time.time()
+            resolved = await targets.resolve(settings, _lister(runner, client))
+            result = await runner.run(resolved.targets)
+            result = dataclasses.replace(
+                result,
+                outcomes=resolved.merge(result.outcomes),
+                started_at=started_at,
+            )
         finally:
             for number in _SIGNAL_EXIT:
                 loop.remove_signal_handler(number)
             await credential.aclose()
 
     return result, (received[0] if received else None)
+
+
+def _lister(runner: Runner, client: ModelArtsClient) -> targets.ListPage:
+    """
+    Return a list call paced, capped and retried as the run's requests are.
+    """
+
+    async def list_page(project_id: str, offset: int, limit: int) -> DatasetPage:
+        return await runner.call(
+            lambda on_sent: client.list_datasets(
+                project_id, offset=offset, limit=limit, on_sent=on_sent
+            )
+        )
+
+    return list_page
 
 
 def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
@@ -299,10 +354,140 @@ def _print_summary(document: dict[str, Any], path: Path) -> None:
         f"({summary['attempts']} requests, {summary['retries']} retries, "
         f"{summary['throttled']} throttled)"
     )
+    states = summary.get("sync_states")
+    if states:
+        tally = ", ".join(f"{count} {state}" for state, count in states.items())
+        print(
+            f"syncs: {tally}; {summary['samples_added']} samples added, "
+            f"{summary['samples_deleted']} deleted"
+        )
     stop_reason = document.get("stop_reason")
     if stop_reason:
         print(f"stopped early: {stop_reason}")
     print(f"report: {path}")
+
+
+_STATUS_COLUMNS = (
+    ("project_id", "PROJECT"),
+    ("dataset_id", "DATASET"),
+    ("dataset_name", "NAME"),
+    ("state", "STATE"),
+    ("add_sample_count", "ADDED"),
+    ("deleted_sample_count", "DELETED"),
+    ("total_sample_count", "TOTAL"),
+    ("task_id", "TASK"),
+    ("error", "ERROR"),
+)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """
+    Print each target's current sync state; sends no POST.
+
+    Exit 0 when every state was read, 1 when some could not be (unknown
+    name, failed call), 3 when the credential was refused.
+    """
+    settings = _load_settings(args)
+    ssl_context = tls_context(settings.ca_bundle)
+    credential = auth.resolve(
+        settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
+    )
+    rows = asyncio.run(_statuses(settings, credential, ssl_context))
+
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps({"targets": rows}, ensure_ascii=False, indent=1))
+    else:
+        _print_table(rows)
+    if any(row["error"] == "auth_failed" for row in rows):
+        return EXIT_AUTH
+
+    return EXIT_FAILED if any(row["error"] for row in rows) else EXIT_OK
+
+
+async def _statuses(
+    settings: config.Settings,
+    credential: auth.Auth,
+    ssl_context: ssl.SSLContext | None,
+) -> list[dict[str, Any]]:
+    """
+    Resolve the targets and read each one's sync status, paced like a run.
+    """
+    async with ModelArtsClient(
+        settings.endpoint,
+        credential,
+        timeout_s=settings.timeout_s,
+        concurrency=settings.concurrency,
+        ssl_context=ssl_context,
+    ) as client:
+        runner = Runner(settings, client)
+        try:
+            resolved = await targets.resolve(settings, _lister(runner, client))
+            read = await asyncio.gather(
+                *(_status_of(runner, client, t) for t in resolved.targets)
+            )
+        finally:
+            await credential.aclose()
+
+    ran = iter(read)
+    return [
+        _decided_row(item) if isinstance(item, report.Outcome) else next(ran)
+        for item in resolved.items
+    ]
+
+
+async def _status_of(
+    runner: Runner, client: ModelArtsClient, target: config.Target
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "project_id": target.project_id,
+        "dataset_id": target.dataset_id,
+        "dataset_name": target.dataset_name,
+    }
+    try:
+        status: SyncStatus = await runner.call(
+            lambda on_sent: client.sync_status(
+                target.project_id, target.dataset_id, on_sent=on_sent
+            )
+        )
+    except StoppedError as error:
+        return row | _blank_status(error.reason, str(error))
+    except ApiError as error:
+        reason = "auth_failed" if isinstance(error, AuthError) else error.reason
+        return row | _blank_status(reason, error.error_msg or str(error))
+
+    fields = dataclasses.asdict(status)
+    del fields["request_id"]
+    return row | fields | {"error": None, "error_detail": None}
+
+
+def _decided_row(outcome: report.Outcome) -> dict[str, Any]:
+    row = {
+        "project_id": outcome.project_id,
+        "dataset_id": outcome.dataset_id or None,
+        "dataset_name": outcome.dataset_name,
+    }
+    return row | _blank_status(outcome.reason, outcome.error_msg)
+
+
+def _blank_status(reason: str | None, detail: str | None) -> dict[str, Any]:
+    blank = dict.fromkeys(f.name for f in dataclasses.fields(SyncStatus))
+    del blank["request_id"]
+    return blank | {"state": None, "error": reason, "error_detail": detail}
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    cells = [[title for _, title in _STATUS_COLUMNS]]
+    for row in rows:
+        cells.append(
+            ["-" if row[key] is None else str(row[key]) for key, _ in _STATUS_COLUMNS]
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_STATUS_COLUMNS))]
+    for line in cells:
+        print(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(line, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
