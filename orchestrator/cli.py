@@ -359,7 +359,8 @@ def _print_summary(document: dict[str, Any], path: Path) -> None:
         tally = ", ".join(f"{count} {state}" for state, count in states.items())
         print(
             f"syncs: {tally}; {summary['samples_added']} samples added, "
-            f"{summary['samples_deleted']} deleted"
+            f"{summary['samples_deleted']} deleted "
+            f"({summary['status_polls']} status polls)"
         )
     stop_reason = document.get("stop_reason")
     if stop_reason:

@@ -355,6 +355,8 @@ class Runner:
 
         watch = waiter.SyncWatch(poll, self._settings.wait, self._clock)
         try:
+            if self._stop_reason is not None:
+                raise StoppedError(self._stop_reason)
             finished = await watch.until_done()
         except (asyncio.CancelledError, StoppedError):
             stopped = self._stop_reason or "interrupted"
