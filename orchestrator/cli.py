@@ -458,7 +458,7 @@ async def _status_of(
 
     fields = dataclasses.asdict(status)
     del fields["request_id"]
-    return row | fields | {"error": None, "error_detail": None}
+    return row | fields | {"error": None, "error_detail": None, "skipped": None}
 
 
 def _decided_row(outcome: report.Outcome) -> dict[str, Any]:
@@ -467,21 +467,28 @@ def _decided_row(outcome: report.Outcome) -> dict[str, Any]:
         "dataset_id": outcome.dataset_id or None,
         "dataset_name": outcome.dataset_name,
     }
+    if outcome.status == "skipped":
+        skipped = _blank_status(None, outcome.error_msg)
+        return row | skipped | {"skipped": outcome.reason}
+
     return row | _blank_status(outcome.reason, outcome.error_msg)
 
 
 def _blank_status(reason: str | None, detail: str | None) -> dict[str, Any]:
     blank = dict.fromkeys(f.name for f in dataclasses.fields(SyncStatus))
     del blank["request_id"]
-    return blank | {"state": None, "error": reason, "error_detail": detail}
+    return blank | {
+        "state": None,
+        "error": reason,
+        "error_detail": detail,
+        "skipped": None,
+    }
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     cells = [[title for _, title in _STATUS_COLUMNS]]
     for row in rows:
-        cells.append(
-            ["-" if row[key] is None else str(row[key]) for key, _ in _STATUS_COLUMNS]
-        )
+        cells.append([_cell(row, key) for key, _ in _STATUS_COLUMNS])
     widths = [max(len(line[i]) for line in cells) for i in range(len(_STATUS_COLUMNS))]
     for line in cells:
         print(
@@ -489,6 +496,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                 cell.ljust(width) for cell, width in zip(line, widths, strict=True)
             ).rstrip()
         )
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "error" and row["skipped"]:
+        return f"skipped: {row['skipped']}"
+    value = row[key]
+
+    return "-" if value is None else str(value)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

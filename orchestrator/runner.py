@@ -273,8 +273,7 @@ class Runner:
             async for attempt in retrying:
                 with attempt:
                     async with self._in_flight:
-                        if self._stop_reason is not None:
-                            raise StoppedError(self._stop_reason)
+                        self._refuse_if_stopping()
                         ticket = await self._limiter.acquire()
                         answer = await send(ticket.mark_sent)
         except ApiError as error:
@@ -355,8 +354,7 @@ class Runner:
 
         watch = waiter.SyncWatch(poll, self._settings.wait, self._clock)
         try:
-            if self._stop_reason is not None:
-                raise StoppedError(self._stop_reason)
+            self._refuse_if_stopping()
             finished = await watch.until_done()
         except (asyncio.CancelledError, StoppedError):
             stopped = self._stop_reason or "interrupted"
@@ -377,6 +375,13 @@ class Runner:
             status, reason = waiter.verdict(finished, watch.last)
             final = replace(accepted, status=status, reason=reason)
         self._finish(outcomes, index, self._after_wait(final, watch))
+
+    def _refuse_if_stopping(self) -> None:
+        """
+        Raise StoppedError once the run is stopping: nothing new may start.
+        """
+        if self._stop_reason is not None:
+            raise StoppedError(self._stop_reason)
 
     def _after_wait(self, outcome: Outcome, watch: waiter.SyncWatch) -> Outcome:
         return replace(outcome, finished_at=time.time(), sync=watch.report())

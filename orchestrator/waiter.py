@@ -25,9 +25,9 @@ from orchestrator.report import Status, SyncReport
 log = structlog.get_logger(__name__)
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "NOT_EXIST"})
-# Each pause is this much longer than the one before, up to the cap: gentle
-# enough that a sync finishing soon after a poll is noticed within half again
-# the time it has run, steep enough that an hour-long sync costs ~30 polls.
+# Each pause is this much longer than the one before, up to the cap: a sync is
+# seen ending within about half its age plus one interval, and an hour-long
+# sync at the default 10 s interval costs 63 polls instead of 360.
 BACKOFF_FACTOR = 1.5
 
 Poll = Callable[[], Awaitable[SyncStatus]]

@@ -5,6 +5,8 @@ The command line as users and schedulers run it: real processes, real server.
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -513,6 +515,7 @@ def test_status_prints_states_as_json_and_posts_nothing(
         PROJECT: [
             {"dataset_id": "ds-0001", "dataset_name": "one"},
             {"dataset_id": "ds-0002", "dataset_name": "two"},
+            {"dataset_id": "ds-0009", "dataset_name": "text", "dataset_type": 102},
         ]
     }
     sim = sim_process({"catalogue": catalogue, "stuck_syncs": ["ds-0001"]})
@@ -527,10 +530,13 @@ def test_status_prints_states_as_json_and_posts_nothing(
 
     assert done.returncode == 1, done.stderr
     rows = json.loads(done.stdout)["targets"]
-    assert [(r["dataset_name"], r["state"], r["error"]) for r in rows] == [
-        ("one", "RUNNING", None),
-        ("two", "COMPLETED", None),
-        ("three", None, "not_found"),
+    assert [
+        (r["dataset_name"], r["state"], r["error"], r["skipped"]) for r in rows
+    ] == [
+        ("one", "RUNNING", None, None),
+        ("two", "COMPLETED", None, None),
+        ("text", None, None, "unsupported_type"),
+        ("three", None, "not_found", None),
     ]
     assert len(sim.requests("sync")) == 2, "status itself sent no POST"
 
@@ -543,3 +549,49 @@ def test_wait_config_errors_name_the_field(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "wait.poll_interval: must be a number > 0" in done.stderr
+
+
+def test_status_prints_a_table_on_a_terminal(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """With stdout on a terminal, status prints an aligned table, not JSON."""
+    catalogue = {PROJECT: [{"dataset_id": "ds-0001", "dataset_name": "one"}]}
+    sim = sim_process({"catalogue": catalogue})
+    chosen = [{"project_id": PROJECT, "dataset_name": "one"}]
+    config = write_config(tmp_path, sim.url, targets=chosen)
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", str(config), "-q"],
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+            timeout=EXIT_TIMEOUT_S,
+            check=False,
+        )
+        os.close(secondary)
+        output = _read_all(primary)
+    finally:
+        os.close(primary)
+
+    assert done.returncode == 0, done.stderr
+    header, row = output.splitlines()[:2]
+    assert header.split() == [
+        *("PROJECT", "DATASET", "NAME", "STATE", "ADDED", "DELETED", "TOTAL"),
+        *("TASK", "ERROR"),
+    ]
+    assert row.split()[:4] == [PROJECT, "ds-0001", "one", "NOT_EXIST"]
+    assert header.index("STATE") == row.index("NOT_EXIST")
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # Linux reports EIO once the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()

@@ -14,6 +14,7 @@ import pytest
 from orchestrator.auth import Secret, TokenAuth
 from orchestrator.client import ModelArtsClient, SyncStatus
 from orchestrator.config import Target, WaitSettings
+from orchestrator.limiter import RateLimiter, Ticket
 from orchestrator.runner import Runner, RunResult
 from orchestrator.simulator import Dataset, Plan, Simulator
 from orchestrator.waiter import SyncWatch, verdict
@@ -111,6 +112,7 @@ async def run_waiting(
     sim: Simulator,
     work: tuple[Target, ...],
     wait: WaitSettings = QUICK_WAIT,
+    limiter: RateLimiter | None = None,
     **fields: Any,
 ) -> RunResult:
     """
@@ -121,7 +123,7 @@ async def run_waiting(
     async with ModelArtsClient(
         settings.endpoint, credential, timeout_s=5.0, concurrency=settings.concurrency
     ) as client:
-        return await Runner(settings, client).run(work)
+        return await Runner(settings, client, limiter=limiter).run(work)
 
 
 def kinds_per_dataset(sim: Simulator, kind: str) -> Counter[str]:
@@ -262,15 +264,31 @@ async def test_permanent_poll_error_fails_the_target(
 async def test_polls_share_the_rate_limit_with_posts(
     simulator: StartSimulator, plan_from: PlanFrom
 ) -> None:
-    """POSTs and polls together never exceed the run's rate limit at the server."""
+    """Every POST and every poll takes a ticket from the run's one rate limiter."""
     sim = await simulator(plan_from({"sync_duration_ms": 1000}))
     wait = WaitSettings(True, poll_interval_s=0.01, timeout_s=10.0)
+    limiter = CountingLimiter(25.0)
 
-    result = await run_waiting(sim, targets(12), wait, rate_limit_per_s=25.0)
+    result = await run_waiting(sim, targets(12), wait, limiter=limiter)
 
     assert {o.status for o in result.outcomes} == {"succeeded"}
     assert kinds_per_dataset(sim, "status").total() > 12
-    assert sim.peak_arrivals(1.0, kind=None) <= 25
+    assert limiter.tickets == len(sim.received)
+
+
+class CountingLimiter(RateLimiter):
+    """
+    The real limiter, counting the tickets it hands out.
+    """
+
+    def __init__(self, rate_per_s: float) -> None:
+        super().__init__(rate_per_s)
+        self.tickets = 0
+
+    async def acquire(self) -> Ticket:
+        ticket = await super().acquire()
+        self.tickets += 1
+        return ticket
 
 
 async def test_posts_are_not_held_up_by_syncs_in_progress(
