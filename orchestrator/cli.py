@@ -297,6 +297,7 @@ async def _run(
             loop.add_signal_handler(number, on_signal, number)
         try:
             started_at = time.time()
+            runner.start_deadline()
             resolved = await targets.resolve(settings, _lister(runner, client))
             result = await runner.run(resolved.targets)
             result = dataclasses.replace(

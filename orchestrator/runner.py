@@ -173,6 +173,7 @@ class Runner:
         self._workers: dict[asyncio.Task[None], _Progress | None] = {}
         self._waits: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._started_mono = 0.0
 
     @property
@@ -197,7 +198,7 @@ class Runner:
             concurrency=self._settings.concurrency,
         )
 
-        deadline = self._arm_deadline()
+        self.start_deadline()
         worker_count = min(
             len(targets), self._settings.concurrency * WORKERS_PER_CONNECTION
         )
@@ -209,8 +210,8 @@ class Runner:
             # Workers start every wait before they end, so this set is complete.
             await asyncio.gather(*self._waits, return_exceptions=True)
         finally:
-            if deadline is not None:
-                deadline.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
 
@@ -283,12 +284,19 @@ class Runner:
 
         return answer
 
-    def _arm_deadline(self) -> asyncio.TimerHandle | None:
-        if self._settings.deadline_s is None:
-            return None
-        loop = asyncio.get_running_loop()
+    def start_deadline(self) -> None:
+        """
+        Start the deadline's clock now, if the settings have one and it has not started.
 
-        return loop.call_later(self._settings.deadline_s, self.stop, "deadline")
+        :meth:`run` starts it itself; a caller that does work for the run first
+        (discovering targets) starts it earlier, so the deadline covers that too.
+        """
+        if self._settings.deadline_s is None or self._deadline is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(
+            self._settings.deadline_s, self.stop, "deadline"
+        )
 
     async def _worker(
         self,

@@ -13,7 +13,7 @@ import pytest
 from orchestrator import targets
 from orchestrator.auth import Secret, TokenAuth
 from orchestrator.client import DatasetPage, ModelArtsClient
-from orchestrator.config import Selector, Settings, Target
+from orchestrator.config import RetrySettings, Selector, Settings, Target
 from orchestrator.errors import ForbiddenError, ServerError
 from orchestrator.report import Outcome
 from orchestrator.runner import Runner
@@ -320,3 +320,36 @@ def test_merge_puts_results_back_in_plan_order() -> None:
     merged = resolved.merge(ran)
 
     assert [o.dataset_id for o in merged] == ["a", "b", "c"]
+
+
+async def test_deadline_covers_discovery(simulator: StartSimulator) -> None:
+    """A deadline passing while a listing keeps failing cancels it and the run."""
+    sim = await simulator(Plan(token=TOKEN))
+    settings = replace(
+        selecting(
+            sim.url,
+            Selector(PROJECT, everything=True),
+            explicit=(Target(PROJECT, "id-1"),),
+        ),
+        deadline_s=0.2,
+        retry=RetrySettings(1000, 0.02, 0.02),
+    )
+    credential = TokenAuth(Secret(TOKEN), source="test")
+    async with ModelArtsClient(
+        settings.endpoint, credential, timeout_s=5.0, concurrency=4
+    ) as client:
+        runner = Runner(settings, client)
+
+        async def failing(on_sent: Callable[[], None]) -> DatasetPage:
+            raise ServerError("HTTP 503: test", http_status=503)
+
+        async def list_page(project_id: str, offset: int, limit: int) -> DatasetPage:
+            return await runner.call(failing)
+
+        runner.start_deadline()
+        resolved = await targets.resolve(settings, list_page)
+        result = await runner.run(resolved.targets)
+
+    outcomes = resolved.merge(result.outcomes)
+    assert [(o.status, o.reason) for o in outcomes] == [("cancelled", "deadline")] * 2
+    assert not sim.sync_requests()
