@@ -24,16 +24,13 @@ from typing import Any
 
 import structlog
 
-from orchestrator import __version__, auth, config, logs, report, targets
-from orchestrator.client import DatasetPage, ModelArtsClient, SyncStatus, tls_context
+from orchestrator import __version__, auth, config, logs, report, status, targets
+from orchestrator.client import ModelArtsClient, tls_context
 from orchestrator.errors import (
-    ApiError,
-    AuthError,
     ConfigError,
     LockHeldError,
     OrchestratorError,
     ReportError,
-    StoppedError,
 )
 from orchestrator.runner import Runner, RunResult
 
@@ -117,17 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(run)
     run.set_defaults(handler=_cmd_run)
 
-    status = commands.add_parser(
+    states = commands.add_parser(
         "status", parents=[common], help="show each target's sync state; read-only"
     )
-    status.add_argument("config", type=Path, metavar="CONFIG")
-    status.add_argument(
+    states.add_argument("config", type=Path, metavar="CONFIG")
+    states.add_argument(
         "--json",
         action="store_true",
         help="print JSON (the default when stdout is not a terminal)",
     )
-    _add_overrides(status)
-    status.set_defaults(handler=_cmd_status)
+    _add_overrides(states)
+    states.set_defaults(handler=_cmd_status)
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check CONFIG and print the plan"
@@ -298,7 +295,8 @@ async def _run(
         try:
             started_at = time.time()
             runner.start_deadline()
-            resolved = await targets.resolve(settings, _lister(runner, client))
+            list_page = targets.paced_lister(runner, client)
+            resolved = await targets.resolve(settings, list_page)
             result = await runner.run(resolved.targets)
             result = dataclasses.replace(
                 result,
@@ -311,21 +309,6 @@ async def _run(
             await credential.aclose()
 
     return result, (received[0] if received else None)
-
-
-def _lister(runner: Runner, client: ModelArtsClient) -> targets.ListPage:
-    """
-    Return a list call paced, capped and retried as the run's requests are.
-    """
-
-    async def list_page(project_id: str, offset: int, limit: int) -> DatasetPage:
-        return await runner.call(
-            lambda on_sent: client.list_datasets(
-                project_id, offset=offset, limit=limit, on_sent=on_sent
-            )
-        )
-
-    return list_page
 
 
 def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
@@ -394,7 +377,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     credential = auth.resolve(
         settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
     )
-    rows = asyncio.run(_statuses(settings, credential, ssl_context))
+    rows = asyncio.run(status.read_states(settings, credential, ssl_context))
 
     if args.json or not sys.stdout.isatty():
         print(json.dumps({"targets": rows}, ensure_ascii=False, indent=1))
@@ -404,86 +387,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_AUTH
 
     return EXIT_FAILED if any(row["error"] for row in rows) else EXIT_OK
-
-
-async def _statuses(
-    settings: config.Settings,
-    credential: auth.Auth,
-    ssl_context: ssl.SSLContext | None,
-) -> list[dict[str, Any]]:
-    """
-    Resolve the targets and read each one's sync status, paced like a run.
-    """
-    async with ModelArtsClient(
-        settings.endpoint,
-        credential,
-        timeout_s=settings.timeout_s,
-        concurrency=settings.concurrency,
-        ssl_context=ssl_context,
-    ) as client:
-        runner = Runner(settings, client)
-        try:
-            resolved = await targets.resolve(settings, _lister(runner, client))
-            read = await asyncio.gather(
-                *(_status_of(runner, client, t) for t in resolved.targets)
-            )
-        finally:
-            await credential.aclose()
-
-    ran = iter(read)
-    return [
-        _decided_row(item) if isinstance(item, report.Outcome) else next(ran)
-        for item in resolved.items
-    ]
-
-
-async def _status_of(
-    runner: Runner, client: ModelArtsClient, target: config.Target
-) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "project_id": target.project_id,
-        "dataset_id": target.dataset_id,
-        "dataset_name": target.dataset_name,
-    }
-    try:
-        status: SyncStatus = await runner.call(
-            lambda on_sent: client.sync_status(
-                target.project_id, target.dataset_id, on_sent=on_sent
-            )
-        )
-    except StoppedError as error:
-        return row | _blank_status(error.reason, str(error))
-    except ApiError as error:
-        reason = "auth_failed" if isinstance(error, AuthError) else error.reason
-        return row | _blank_status(reason, error.error_msg or str(error))
-
-    fields = dataclasses.asdict(status)
-    del fields["request_id"]
-    return row | fields | {"error": None, "error_detail": None, "skipped": None}
-
-
-def _decided_row(outcome: report.Outcome) -> dict[str, Any]:
-    row = {
-        "project_id": outcome.project_id,
-        "dataset_id": outcome.dataset_id or None,
-        "dataset_name": outcome.dataset_name,
-    }
-    if outcome.status == "skipped":
-        skipped = _blank_status(None, outcome.error_msg)
-        return row | skipped | {"skipped": outcome.reason}
-
-    return row | _blank_status(outcome.reason, outcome.error_msg)
-
-
-def _blank_status(reason: str | None, detail: str | None) -> dict[str, Any]:
-    blank = dict.fromkeys(f.name for f in dataclasses.fields(SyncStatus))
-    del blank["request_id"]
-    return blank | {
-        "state": None,
-        "error": reason,
-        "error_detail": detail,
-        "skipped": None,
-    }
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

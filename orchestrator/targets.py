@@ -22,13 +22,17 @@ import fnmatch
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestrator.client import DatasetInfo, DatasetPage
+from orchestrator.client import DatasetInfo, DatasetPage, ModelArtsClient
 from orchestrator.config import Selector, Settings, Target
 from orchestrator.errors import ApiError, AuthError, StoppedError
 from orchestrator.report import Outcome
+
+if TYPE_CHECKING:
+    from orchestrator.runner import Runner
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +146,21 @@ async def resolve(settings: Settings, list_page: ListPage) -> Resolved:
             items.append(explicit[index])
 
     return Resolved(tuple(_unique(items)))
+
+
+def paced_lister(runner: Runner, client: ModelArtsClient) -> ListPage:
+    """
+    Return a list call paced, capped and retried as the run's requests are.
+    """
+
+    async def list_page(project_id: str, offset: int, limit: int) -> DatasetPage:
+        return await runner.call(
+            lambda on_sent: client.list_datasets(
+                project_id, offset=offset, limit=limit, on_sent=on_sent
+            )
+        )
+
+    return list_page
 
 
 async def list_all(
