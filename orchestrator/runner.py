@@ -380,8 +380,7 @@ class Runner:
             log.exception("sync.crashed")
             final = replace(accepted, status="failed", reason="internal_error")
         else:
-            status, reason = waiter.verdict(finished, watch.last)
-            final = replace(accepted, status=status, reason=reason)
+            final = waiter.judged(accepted, finished, watch.last, self._settings.wait)
         self._finish(outcomes, index, self._after_wait(final, watch))
 
     def _refuse_if_stopping(self) -> None:

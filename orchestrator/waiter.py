@@ -14,13 +14,14 @@ and the caller sends it through the run's rate limiter and retry policy.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import structlog
 
 from orchestrator.client import SyncStatus
 from orchestrator.config import WaitSettings
 from orchestrator.limiter import Clock
-from orchestrator.report import Status, SyncReport
+from orchestrator.report import Outcome, Status, SyncReport
 
 log = structlog.get_logger(__name__)
 
@@ -112,3 +113,25 @@ def verdict(finished: bool, last: SyncStatus | None) -> tuple[Status, str | None
         return "failed", "sync_failed"
 
     return "succeeded", None
+
+
+def judged(
+    accepted: Outcome, finished: bool, last: SyncStatus | None, settings: WaitSettings
+) -> Outcome:
+    """
+    Return an accepted target's outcome once its wait has ended.
+
+    A failed sync's own error code and message become the result's, so a
+    reader of the report sees why without opening the ``sync`` object.
+    """
+    status, reason = verdict(finished, last)
+    outcome = replace(accepted, status=status, reason=reason)
+    if reason == "sync_failed" and last is not None:
+        message = last.error_msg or "the sync task ended FAILED"
+        return replace(outcome, error_code=last.error_code, error_msg=message)
+    if reason == "sync_timeout":
+        state = last.state if last is not None else "not yet polled"
+        message = f"the sync was still {state} after {settings.timeout_s:g} s"
+        return replace(outcome, error_msg=message)
+
+    return outcome

@@ -185,6 +185,8 @@ async def test_failed_and_stuck_syncs_fail_their_targets(
     )
     assert outcomes["ds-0002"].sync is not None
     assert outcomes["ds-0002"].sync.state == "RUNNING"
+    assert outcomes["ds-0002"].error_msg == "the sync was still RUNNING after 0.3 s"
+    assert outcomes["ds-0001"].error_code == "ModelArts.4360"
     assert outcomes["ds-0003"].status == "succeeded"
 
 
