@@ -11,8 +11,9 @@ or records is unverified. The second request asks for ``offset=1``: if that
 page is the first one shifted by one record, offset counts records, else pages.
 Listing stops on a short or empty page, on a page that brings nothing new (a
 server repeating itself), once ``total_number`` datasets are in hand, or after
-`MAX_PAGES` pages; a listing that stopped short of ``total_number`` is logged
-as incomplete and used as it is.
+`MAX_PAGES` pages; a listing that stopped short of ``total_number``, or at
+the cap, is logged as incomplete and used as it is: a nightly run had better
+sync what it found than nothing, and the warning says what is missing.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ async def list_all(
     total = first.total_number
     _add(found, first.datasets)
     pages = 1
-    if len(first.datasets) < page_size:
+    if len(first.datasets) < page_size or _all_in_hand(found, total):
         return _listing(project_id, found, total, pages)
 
     probe = await list_page(project_id, 1, page_size)
@@ -200,7 +201,9 @@ async def list_all(
             return _listing(project_id, found, total, pages)
         offset, step, last = 2, 1, probe_ids
 
-    while pages < max_pages and (total is None or len(found) < total):
+    while not _all_in_hand(found, total):
+        if pages >= max_pages:
+            return _listing(project_id, found, total, pages, capped=True)
         page = await list_page(project_id, offset, page_size)
         pages += 1
         page_ids = [d.dataset_id for d in page.datasets]
@@ -211,6 +214,10 @@ async def list_all(
         offset, last = offset + step, page_ids
 
     return _listing(project_id, found, total, pages)
+
+
+def _all_in_hand(found: dict[str, DatasetInfo], total: int | None) -> bool:
+    return total is not None and len(found) >= total
 
 
 def _add(found: dict[str, DatasetInfo], datasets: Iterable[DatasetInfo]) -> bool:
@@ -227,9 +234,17 @@ def _add(found: dict[str, DatasetInfo], datasets: Iterable[DatasetInfo]) -> bool
 
 
 def _listing(
-    project_id: str, found: dict[str, DatasetInfo], total: int | None, pages: int
+    project_id: str,
+    found: dict[str, DatasetInfo],
+    total: int | None,
+    pages: int,
+    *,
+    capped: bool = False,
 ) -> Listing:
-    complete = total is None or len(found) >= total
+    """
+    Return what was found, warning when it is known or likely to be short.
+    """
+    complete = not capped and (total is None or len(found) >= total)
     if not complete:
         log.warning(
             "discovery.listing_incomplete",
@@ -237,6 +252,7 @@ def _listing(
             found=len(found),
             total_number=total,
             pages=pages,
+            page_cap_reached=capped,
         )
     log.info("discovery.listed", project_id=project_id, found=len(found), pages=pages)
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator import targets
 from orchestrator.auth import Secret, TokenAuth
@@ -135,10 +136,14 @@ async def test_listing_caps_pages_against_an_endless_server() -> None:
         )
         return DatasetPage(None, page)
 
-    listing = await targets.list_all(PROJECT, endless, page_size=10, max_pages=7)
+    with capture_logs() as logs:
+        listing = await targets.list_all(PROJECT, endless, page_size=10, max_pages=7)
 
     assert len(calls) == 7
     assert len(listing.datasets) == 70
+    assert not listing.complete
+    (warning,) = [e for e in logs if e["event"] == "discovery.listing_incomplete"]
+    assert warning["page_cap_reached"]
 
 
 async def test_short_first_page_needs_one_call(simulator: StartSimulator) -> None:
@@ -353,3 +358,18 @@ async def test_deadline_covers_discovery(simulator: StartSimulator) -> None:
     outcomes = resolved.merge(result.outcomes)
     assert [(o.status, o.reason) for o in outcomes] == [("cancelled", "deadline")] * 2
     assert not sim.sync_requests()
+
+
+async def test_a_full_page_holding_the_total_needs_no_second_call() -> None:
+    """When the first page already holds total_number datasets, paging stops."""
+    calls: list[int] = []
+
+    async def exact(project_id: str, offset: int, limit: int) -> DatasetPage:
+        calls.append(offset)
+        page = tuple(targets.DatasetInfo(f"d{i}", f"n{i}", 0, 1) for i in range(limit))
+        return DatasetPage(limit, page)
+
+    listing = await targets.list_all(PROJECT, exact, page_size=10)
+
+    assert calls == [0]
+    assert listing.complete
