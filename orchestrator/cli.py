@@ -297,6 +297,8 @@ async def _run(
             runner.start_deadline()
             list_page = targets.paced_lister(runner, client)
             resolved = await targets.resolve(settings, list_page)
+            for outcome in resolved.decided:
+                runner.record(outcome)
             result = await runner.run(resolved.targets)
             result = dataclasses.replace(
                 result,

@@ -341,7 +341,19 @@ class Runner:
         Record a target's one outcome: in the result list, the log, the observers.
         """
         outcomes[index] = outcome
-        _log_outcome(outcome)
+        self.record(outcome)
+
+    def record(self, outcome: Outcome) -> None:
+        """
+        Log a target's final outcome and tell the observers.
+
+        The run calls it for every target it runs; a caller that settles some
+        targets without a request (discovery) calls it for those.
+        """
+        with structlog.contextvars.bound_contextvars(
+            project_id=outcome.project_id, dataset_id=outcome.dataset_id or None
+        ):
+            _log_outcome(outcome)
         for observer in self._observers:
             observer.on_outcome(outcome)
 
@@ -540,10 +552,16 @@ def _log_outcome(outcome: Outcome) -> None:
     }
     if outcome.sync is not None:
         fields["sync_state"] = outcome.sync.state
-    if outcome.status == "succeeded":
+    if outcome.dataset_name is not None:
+        fields["dataset_name"] = outcome.dataset_name
+    if outcome.status == "succeeded" and outcome.sync is not None:
+        log.info("sync.finished", already_running=outcome.already_running, **fields)
+    elif outcome.status == "succeeded":
         log.info("sync.accepted", already_running=outcome.already_running, **fields)
     elif outcome.status == "failed":
         log.error("sync.failed", reason=outcome.reason, **fields)
+    elif outcome.status == "skipped":
+        log.info("sync.skipped", reason=outcome.reason, **fields)
     else:
         log.info("sync.cancelled", reason=outcome.reason, **fields)
 
