@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import json
 import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +38,7 @@ from orchestrator import (
     logs,
     manifest,
     report,
+    status,
     summary,
     targets,
     thresholds,
@@ -46,7 +51,6 @@ from orchestrator.errors import (
     ReportError,
 )
 from orchestrator.progress import DEFAULT_INTERVAL_S, RunProgress
-from orchestrator.report import Outcome
 from orchestrator.runner import Runner, RunObserver, RunResult
 
 EXIT_OK = 0
@@ -180,8 +184,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume even if PATH was written for a different config",
     )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="follow each accepted sync until it ends (wait.enabled)",
+    )
     _add_overrides(run)
     run.set_defaults(handler=_cmd_run)
+
+    states = commands.add_parser(
+        "status", parents=[common], help="show each target's sync state; read-only"
+    )
+    states.add_argument("config", type=Path, metavar="CONFIG")
+    states.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (the default when stdout is not a terminal)",
+    )
+    _add_overrides(states)
+    states.set_defaults(handler=_cmd_status)
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check CONFIG and print the plan"
@@ -259,6 +281,7 @@ def _load_settings(args: argparse.Namespace) -> config.Settings:
         endpoint=args.endpoint,
         rate_limit=args.rate_limit,
         concurrency=args.concurrency,
+        wait=getattr(args, "wait", None),
     )
 
 
@@ -268,6 +291,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     _print_plan(settings, plan, merged=len(settings.targets) - len(plan))
     for target in plan:
         print(f"  {target.project_id}/{target.dataset_id}")
+    _print_selectors(settings)
     print("valid; nothing was sent")
 
     return EXIT_OK
@@ -304,6 +328,13 @@ def _print_plan(
     )
     deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
     print(f"deadline    {deadline}")
+    wait = settings.wait
+    print(
+        f"wait        every {wait.poll_interval_s:g}-{wait.max_poll_interval_s:g} s "
+        f"for up to {wait.timeout_s:g} s"
+        if wait.enabled
+        else "wait        no (the report shows accepted syncs only)"
+    )
     resumed = f", {skipped} already succeeded" if skipped else ""
     print(
         f"targets     {len(plan)} ({merged} duplicates merged{resumed}); "
@@ -313,41 +344,52 @@ def _print_plan(
 
 def _dry_run(
     settings: config.Settings,
-    plan: Sequence[config.Target],
-    skipped: Sequence[Outcome],
-    *,
-    merged: int,
     shard: targets.Shard | None,
+    done: frozenset[tuple[str, str]],
 ) -> int:
     """
     Print the plan and every request the run would send; send none.
+
+    Targets chosen by name or glob are only listed at run time, so they are
+    shown as the selectors they are.
     """
-    _print_plan(settings, plan, merged=merged, skipped=len(skipped))
+    explicit = targets.plan(settings)
+    narrowed = targets.narrow(targets.Resolved(explicit), shard=shard, done=done)
+    plan, skipped = narrowed.targets, narrowed.decided
+    _print_plan(
+        settings,
+        plan,
+        merged=len(settings.targets) - len(explicit),
+        skipped=len(skipped),
+    )
     if shard is not None:
         print(f"shard       {shard}: {len(plan) + len(skipped)} targets of this shard")
     print(f"requests    {len(plan)} first attempts, without retries:")
     for target in plan:
         path = sync_path(target.project_id, target.dataset_id)
         print(f"  POST {settings.endpoint}{path}")
+    _print_selectors(settings)
     print("dry run; nothing was sent")
 
     return EXIT_OK
 
 
+def _print_selectors(settings: config.Settings) -> None:
+    for selector in settings.selectors:
+        print(f"  {selector.project_id}/{{{selector.describe()}}} (listed at run time)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
-    full_plan = targets.plan(settings)
-    merged = len(settings.targets) - len(full_plan)
     shard = None
     if args.shard is not None:
         shard = targets.parse_shard(args.shard, os.environ)
         settings = _shard_limits(args, settings, shard)
-        full_plan = targets.select_shard(full_plan, shard)
-        log.info("run.sharded", shard=str(shard), targets=len(full_plan))
+        log.info("run.sharded", shard=str(shard))
     args.resolved_shard = shard  # auto/N made concrete, for the lock and report
-    plan, skipped = _resume(args, settings, full_plan)
+    done = _resumed(args, settings)
     if args.dry_run:
-        return _dry_run(settings, plan, skipped, merged=merged, shard=shard)
+        return _dry_run(settings, shard, done)
     report_path = args.report or report.default_path(datetime.now(UTC))
     _check_writable(report_path)
     lock_path = lock.path_for(
@@ -356,19 +398,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         None if shard is None else str(shard),
     )
     with lock.held(lock_path, wait_s=args.wait_lock):
-        return _locked_run(args, settings, full_plan, plan, skipped, report_path)
+        return _locked_run(args, settings, shard, done, report_path)
 
 
 def _locked_run(
     args: argparse.Namespace,
     settings: config.Settings,
-    full_plan: tuple[config.Target, ...],
-    plan: tuple[config.Target, ...],
-    skipped: tuple[Outcome, ...],
+    shard: targets.Shard | None,
+    done: frozenset[tuple[str, str]],
     report_path: Path,
 ) -> int:
     """
-    Run the plan while holding the config's lock; write report and journal.
+    Run the config while holding its lock; write report and journal.
     """
     ssl_context = tls_context(settings.ca_bundle)
     credential = auth.resolve(
@@ -380,21 +421,19 @@ def _locked_run(
         config_path=settings.path,
         config_sha256=settings.sha256,
     )
-    for outcome in skipped:
-        run_journal.on_outcome(outcome)
-    progress = _progress(args, len(plan))
+    # A first estimate; the exact count is set once discovery has run.
+    progress = _progress(args, len(settings.targets) + len(settings.selectors))
 
+    narrow = functools.partial(targets.narrow, shard=shard, done=done)
     try:
         result, signal_number = asyncio.run(
-            _run(settings, plan, credential, ssl_context, [run_journal, progress])
+            _run(settings, credential, ssl_context, [run_journal, progress], narrow)
         )
     finally:
         run_journal.close()
         _restore_logs(args)
 
-    outcomes = _in_plan_order(full_plan, (*skipped, *result.outcomes))
-    document = report.build(outcomes, _facts(settings, result))
-    shard: targets.Shard | None = args.resolved_shard
+    document = report.build(result.outcomes, _facts(settings, result))
     if shard is not None:
         document["shard"] = {"index": shard.index, "count": shard.count}
     written = report.write(document, report_path)
@@ -469,20 +508,18 @@ def _restore_logs(args: argparse.Namespace) -> None:
     logs.configure(log_format=args.log_format, verbosity=verbosity)
 
 
-def _resume(
-    args: argparse.Namespace,
-    settings: config.Settings,
-    plan: tuple[config.Target, ...],
-) -> tuple[tuple[config.Target, ...], tuple[Outcome, ...]]:
+def _resumed(
+    args: argparse.Namespace, settings: config.Settings
+) -> frozenset[tuple[str, str]]:
     """
-    Return the targets still to run and ``skipped`` outcomes for those done before.
+    Return the (project, dataset) pairs that succeeded in the run being resumed.
 
     Raises:
         ConfigError: the journal or report was written for another config and
             ``--force`` was not given.
     """
     if args.resume is None:
-        return plan, ()
+        return frozenset()
     before = journal.read(args.resume)
     if before.config_sha256 != settings.sha256 and not args.force:
         raise ConfigError(
@@ -490,23 +527,10 @@ def _resume(
             f"{str(before.config_sha256)[:12]}, but {str(settings.path)!r} has "
             f"{settings.sha256[:12]}; pass --force to resume anyway"
         )
-    remaining, skipped = targets.skip_done(plan, before.succeeded())
-    log.info(
-        "run.resumed",
-        path=str(args.resume),
-        skipped=len(skipped),
-        remaining=len(remaining),
-    )
+    done = before.succeeded()
+    log.info("run.resumed", path=str(args.resume), succeeded_before=len(done))
 
-    return remaining, skipped
-
-
-def _in_plan_order(
-    plan: Sequence[config.Target], outcomes: Sequence[Outcome]
-) -> tuple[Outcome, ...]:
-    position = {(t.project_id, t.dataset_id): i for i, t in enumerate(plan)}
-
-    return tuple(sorted(outcomes, key=lambda o: position[(o.project_id, o.dataset_id)]))
+    return done
 
 
 def _check_writable(path: Path) -> None:
@@ -531,16 +555,20 @@ def _check_writable(path: Path) -> None:
 
 async def _run(
     settings: config.Settings,
-    plan: Sequence[config.Target],
     credential: auth.Auth,
     ssl_context: ssl.SSLContext | None,
     observers: Sequence[RunObserver],
+    narrow: Callable[[targets.Resolved], targets.Resolved],
 ) -> tuple[RunResult, int | None]:
     """
-    Run the plan with SIGINT/SIGTERM wired to a graceful stop.
+    Resolve the targets, then run them with SIGINT/SIGTERM wired to a graceful stop.
+
+    ``narrow`` cuts the resolved work to this shard and skips what a resumed
+    run already did: after discovery, so datasets found by name count too.
 
     The first signal stops dispatching and lets requests in flight finish
-    within the grace period; a second one cancels them at once.
+    within the grace period; a second one cancels them at once. Discovery's
+    list calls share the run's client, rate limit and retry policy.
     """
     received: list[int] = []
     async with ModelArtsClient(
@@ -567,8 +595,21 @@ async def _run(
         for number in _SIGNAL_EXIT:
             loop.add_signal_handler(number, on_signal, number)
         try:
-            async with _showing(observers):
-                result = await runner.run(plan)
+            async with _showing(observers) as progress:
+                started_at = time.time()
+                runner.start_deadline()
+                list_page = targets.paced_lister(runner, client)
+                resolved = narrow(await targets.resolve(settings, list_page))
+                if progress is not None:
+                    progress.set_total(len(resolved.items))
+                for outcome in resolved.decided:
+                    runner.record(outcome)
+                result = await runner.run(resolved.targets)
+            result = dataclasses.replace(
+                result,
+                outcomes=resolved.merge(result.outcomes),
+                started_at=started_at,
+            )
         finally:
             for number in _SIGNAL_EXIT:
                 loop.remove_signal_handler(number)
@@ -577,16 +618,19 @@ async def _run(
     return result, (received[0] if received else None)
 
 
-def _showing(
+@contextlib.asynccontextmanager
+async def _showing(
     observers: Sequence[RunObserver],
-) -> contextlib.AbstractAsyncContextManager[None]:
+) -> AsyncIterator[RunProgress | None]:
     """
-    Return the progress display's context among the observers, if one is there.
+    Show the progress display among the observers while the run lasts, if any.
     """
     for observer in observers:
         if isinstance(observer, RunProgress):
-            return observer.running()
-    return contextlib.nullcontext()
+            async with observer.running():
+                yield observer
+            return
+    yield None
 
 
 def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
@@ -605,6 +649,14 @@ def _facts(settings: config.Settings, result: RunResult) -> report.RunFacts:
 
 def _print_summary(document: dict[str, Any], path: Path) -> None:
     print(summary.line(document))
+    states = document["summary"].get("sync_states")
+    if states:
+        tally = ", ".join(f"{count} {state}" for state, count in states.items())
+        print(
+            f"syncs: {tally}; {document['summary']['samples_added']} samples added, "
+            f"{document['summary']['samples_deleted']} deleted "
+            f"({document['summary']['status_polls']} status polls)"
+        )
     stop_reason = document.get("stop_reason")
     if stop_reason:
         print(f"stopped early: {stop_reason}")
@@ -671,6 +723,64 @@ def _cmd_report_merge(args: argparse.Namespace) -> int:
     _print_summary(merged, written)
 
     return report.exit_code(merged)
+
+
+_STATUS_COLUMNS = (
+    ("project_id", "PROJECT"),
+    ("dataset_id", "DATASET"),
+    ("dataset_name", "NAME"),
+    ("state", "STATE"),
+    ("add_sample_count", "ADDED"),
+    ("deleted_sample_count", "DELETED"),
+    ("total_sample_count", "TOTAL"),
+    ("task_id", "TASK"),
+    ("error", "ERROR"),
+)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """
+    Print each target's current sync state; sends no POST.
+
+    Exit 0 when every state was read, 1 when some could not be (unknown
+    name, failed call), 3 when the credential was refused.
+    """
+    settings = _load_settings(args)
+    ssl_context = tls_context(settings.ca_bundle)
+    credential = auth.resolve(
+        settings.auth, os.environ, endpoint=settings.endpoint, ssl_context=ssl_context
+    )
+    rows = asyncio.run(status.read_states(settings, credential, ssl_context))
+
+    if args.json or not sys.stdout.isatty():
+        print(json.dumps({"targets": rows}, ensure_ascii=False, indent=1))
+    else:
+        _print_table(rows)
+    if any(row["error"] == "auth_failed" for row in rows):
+        return EXIT_AUTH
+
+    return EXIT_FAILED if any(row["error"] for row in rows) else EXIT_OK
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    cells = [[title for _, title in _STATUS_COLUMNS]]
+    for row in rows:
+        cells.append([_cell(row, key) for key, _ in _STATUS_COLUMNS])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_STATUS_COLUMNS))]
+    for line in cells:
+        print(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(line, widths, strict=True)
+            ).rstrip()
+        )
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "error" and row["skipped"]:
+        return f"skipped: {row['skipped']}"
+    value = row[key]
+
+    return "-" if value is None else str(value)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -69,6 +69,50 @@ class SyncAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """
+    A dataset's latest sync task as the status API describes it.
+
+    ``state`` is the API's word (``QUEUING``, ``STARTING``, ``RUNNING``,
+    ``COMPLETED``, ``FAILED``, ``NOT_EXIST``) or whatever new word it sends;
+    an answer without one reads as ``UNKNOWN``. ``duration_s`` comes from
+    ``duration_time``, which the API gives in milliseconds.
+    """
+
+    state: str
+    task_id: str | None = None
+    add_sample_count: int | None = None
+    deleted_sample_count: int | None = None
+    total_sample_count: int | None = None
+    duration_s: float | None = None
+    error_code: str | None = None
+    error_msg: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    """
+    One dataset as the list API describes it; the fields discovery needs.
+    """
+
+    dataset_id: str
+    dataset_name: str
+    dataset_type: int | None
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetPage:
+    """
+    One page of a project's dataset list and the total the server claims.
+    """
+
+    total_number: int | None
+    datasets: tuple[DatasetInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     headers: Mapping[str, str]
@@ -158,6 +202,70 @@ class ModelArtsClient:
                 error_code=ALREADY_RUNNING_CODE,
             )
         raise error
+
+    async def sync_status(
+        self,
+        project_id: str,
+        dataset_id: str,
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> SyncStatus:
+        """
+        Read the state of a dataset's latest sync task.
+
+        Raises:
+            ApiError: a subclass saying how the call failed.
+        """
+        path = (
+            f"/v2/{_segment(project_id)}/datasets/{_segment(dataset_id)}"
+            "/sync-data/status"
+        )
+        answer = await self._request("GET", path, project_id, on_sent=on_sent)
+        if not 200 <= answer.status < 300:
+            raise await self._error_for(answer, project_id)
+
+        document = _json_object(answer, "sync status")
+        return SyncStatus(
+            state=_first_text(document, "status") or "UNKNOWN",
+            task_id=_first_text(document, "task_id"),
+            add_sample_count=_count(document.get("add_sample_count")),
+            deleted_sample_count=_count(document.get("deleted_sample_count")),
+            total_sample_count=_count(document.get("total_sample_count")),
+            duration_s=_duration_s(document.get("duration_time")),
+            error_code=_first_text(document, "error_code"),
+            error_msg=_first_text(document, "error_msg"),
+            request_id=answer.headers.get("X-Request-Id"),
+        )
+
+    async def list_datasets(
+        self,
+        project_id: str,
+        *,
+        offset: int,
+        limit: int,
+        on_sent: Callable[[], None] | None = None,
+    ) -> DatasetPage:
+        """
+        Read one page of a project's datasets; ``offset`` is passed through as is.
+
+        Entries without a usable id are left out: nothing could be done with them.
+
+        Raises:
+            ApiError: a subclass saying how the call failed.
+        """
+        path = f"/v2/{_segment(project_id)}/datasets?offset={offset}&limit={limit}"
+        answer = await self._request("GET", path, project_id, on_sent=on_sent)
+        if not 200 <= answer.status < 300:
+            raise await self._error_for(answer, project_id)
+
+        document = _json_object(answer, "dataset list")
+        entries = document.get("datasets")
+        datasets = []
+        for entry in entries if isinstance(entries, list) else ():
+            info = _dataset_info(entry)
+            if info is not None:
+                datasets.append(info)
+        return DatasetPage(_count(document.get("total_number")), tuple(datasets))
 
     async def _request(
         self,
@@ -366,6 +474,74 @@ def _error_fields(body: bytes) -> tuple[str | None, str, str | None]:
     request_id = _first_text(document, "request_id", "requestId")
 
     return code, message or _snippet(body), request_id
+
+
+def _json_object(answer: _Answer, what: str) -> dict[str, Any]:
+    """
+    Return a successful answer's JSON object body.
+
+    Raises:
+        ServerError: the body is not a JSON object (a proxy's page, a cut body);
+            transient, as a retry usually gets the real answer.
+    """
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise ServerError(
+            f"HTTP {answer.status}: the {what} answer is not a JSON object: "
+            f"{_snippet(answer.body)}",
+            http_status=answer.status,
+            request_id=answer.headers.get("X-Request-Id"),
+        )
+
+    return document
+
+
+def _dataset_info(entry: object) -> DatasetInfo | None:
+    if not isinstance(entry, dict):
+        return None
+    dataset_id = _first_text(entry, "dataset_id")
+    if not dataset_id:
+        return None
+
+    return DatasetInfo(
+        dataset_id=dataset_id,
+        dataset_name=_first_text(entry, "dataset_name") or "",
+        dataset_type=_count(entry.get("dataset_type")),
+        status=_count(entry.get("status")),
+    )
+
+
+def _count(value: object) -> int | None:
+    """
+    Return a count the API sent as a number or digits, else None.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+
+    return None
+
+
+def _duration_s(value: object) -> float | None:
+    """
+    Return seconds from the API's ``duration_time`` in milliseconds.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        milliseconds = float(value)
+    except ValueError:
+        return None
+    if not milliseconds >= 0 or milliseconds == float("inf"):
+        return None
+
+    return round(milliseconds / 1000.0, 3)
 
 
 def _first_text(document: Mapping[str, Any], *keys: str) -> str | None:

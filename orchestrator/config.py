@@ -27,6 +27,8 @@ DEFAULT_RATE_LIMIT_PER_S = 10.0
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
+DEFAULT_POLL_INTERVAL_S = 10.0
+DEFAULT_WAIT_TIMEOUT_S = 3600.0
 DEFAULT_TOKEN_ENV = "MODELARTS_AUTH_TOKEN"  # noqa: S105 - a variable name, no secret
 # The Huawei Cloud SDK's own variable names, so one environment serves both.
 DEFAULT_AK_ENV = "HUAWEICLOUD_SDK_AK"
@@ -38,11 +40,67 @@ DEFAULT_SECURITY_TOKEN_ENV = "HUAWEICLOUD_SDK_SECURITY_TOKEN"  # noqa: S105 - a 
 class Target:
     """
     One dataset to sync; ``line`` is where the config lists it (not compared).
+
+    Discovery fills ``dataset_name`` and sets ``already_running`` for a dataset
+    the list showed synchronizing (status 5), which is then not POSTed again.
+    Neither is compared: a dataset is its (project_id, dataset_id) pair.
     """
 
     project_id: str
     dataset_id: str
     line: int | None = field(default=None, compare=False, repr=False)
+    dataset_name: str | None = field(default=None, compare=False)
+    already_running: bool = field(default=False, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """
+    A config entry naming datasets by name, glob or ``all``; resolved at run time.
+
+    Exactly one of ``dataset_name`` (one exact name), ``patterns`` (shell globs
+    on names) or ``everything`` is set. ``after`` counts the explicit targets
+    listed before it, which keeps file order once it is resolved.
+    """
+
+    project_id: str
+    dataset_name: str | None = None
+    patterns: tuple[str, ...] = ()
+    everything: bool = False
+    after: int = 0
+    line: int | None = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> str:
+        """
+        Return the entry as the config wrote it, such as ``dataset_names: [a*]``.
+        """
+        if self.dataset_name is not None:
+            return f"dataset_name: {self.dataset_name}"
+        if self.patterns:
+            return f"dataset_names: [{', '.join(self.patterns)}]"
+        return "datasets: all"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSettings:
+    """
+    Whether and how long to follow each accepted sync until it ends.
+
+    Polls start ``poll_interval_s`` after the POST and grow by half each time
+    up to ``max_poll_interval_s``: ten intervals, or 60 s if that is more,
+    never less than one interval.
+    """
+
+    enabled: bool = False
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    timeout_s: float = DEFAULT_WAIT_TIMEOUT_S
+
+    @property
+    def max_poll_interval_s(self) -> float:
+        """
+        Return the longest pause between two polls of one sync.
+        """
+        return min(10.0 * self.poll_interval_s, max(60.0, self.poll_interval_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +164,8 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     max_failure_ratio: float = 0.0
     halt: HaltSettings | None = None
+    wait: WaitSettings = field(default_factory=WaitSettings)
+    selectors: tuple[Selector, ...] = ()
 
 
 _LONG_ENV_VALUE = 32
@@ -126,6 +186,7 @@ _TOP_KEYS = (
     "retry",
     "max_failure_ratio",
     "halt",
+    "wait",
     "targets",
 )
 # Which auth keys each type takes; "type" goes with all of them.
@@ -138,7 +199,10 @@ _AUTH_KEYS = ("type", *(key for keys in _AUTH_TYPE_KEYS.values() for key in keys
 _AUTH_TYPES = tuple(_AUTH_TYPE_KEYS)
 _RETRY_KEYS = ("max_attempts", "initial_backoff", "max_backoff")
 _HALT_KEYS = ("failure_ratio", "min_targets")
-_TARGET_KEYS = ("project_id", "dataset_id")
+# A target names its datasets by exactly one of these, beside project_id.
+_TARGET_SELECTORS = ("dataset_id", "dataset_name", "datasets", "dataset_names")
+_WAIT_KEYS = ("enabled", "poll_interval", "timeout")
+_MAX_PATTERNS = 1000
 # Ids go into the request path; '/', '.', '%' or a space would change the URL.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = "1-64 characters of A-Z a-z 0-9 _ -"
@@ -172,6 +236,7 @@ def apply_overrides(
     endpoint: str | None = None,
     rate_limit: float | None = None,
     concurrency: int | None = None,
+    wait: bool | None = None,
 ) -> Settings:
     """
     Return ``settings`` with the command-line values that were given.
@@ -193,6 +258,7 @@ def apply_overrides(
             settings.rate_limit_per_s if rate_limit is None else rate_limit
         ),
         concurrency=settings.concurrency if concurrency is None else concurrency,
+        wait=settings.wait if not wait else replace(settings.wait, enabled=True),
     )
 
 
@@ -220,6 +286,7 @@ def _settings(doc: Document, path: Path) -> Settings:
         "must be a mapping of settings such as endpoint and targets",
         required=("endpoint", "targets"),
     )
+    targets, selectors = _targets(doc, fields["targets"])
 
     return Settings(
         path=path,
@@ -241,7 +308,9 @@ def _settings(doc: Document, path: Path) -> Settings:
         retry=_retry(doc, fields.get("retry")),
         max_failure_ratio=doc.optional(fields, "max_failure_ratio", _ratio, 0.0),
         halt=_halt(doc, fields.get("halt")),
-        targets=_targets(doc, fields["targets"]),
+        wait=_wait(doc, fields.get("wait")),
+        targets=targets,
+        selectors=selectors,
     )
 
 
@@ -405,29 +474,141 @@ def _inverted_backoff(
     return doc.error(node, "retry.initial_backoff", rule, doc.preview(node), fix)
 
 
-def _targets(doc: Document, node: Node) -> tuple[Target, ...]:
+def _targets(
+    doc: Document, node: Node
+) -> tuple[tuple[Target, ...], tuple[Selector, ...]]:
     """
-    Return the targets in file order, each with the line of its list item.
+    Return the explicit targets and the selectors, each with its item's line.
     """
     rule = "must be a non-empty list of {project_id: ..., dataset_id: ...}"
     items = doc.items(node, "targets", rule)
     if not items:
         raise doc.error(node, "targets", rule, doc.preview(node))
 
-    targets = []
+    targets: list[Target] = []
+    selectors: list[Selector] = []
     for index, item in enumerate(items):
         field = f"targets[{index}]"
         fields = doc.mapping(
             item,
             field,
-            _TARGET_KEYS,
+            ("project_id", *_TARGET_SELECTORS),
             "must be a mapping such as {project_id: ..., dataset_id: ...}",
-            required=_TARGET_KEYS,
+            required=("project_id",),
         )
         project_id = _identifier(doc, fields["project_id"], f"{field}.project_id")
-        dataset_id = _identifier(doc, fields["dataset_id"], f"{field}.dataset_id")
-        targets.append(Target(project_id, dataset_id, line=line(item)))
-    return tuple(targets)
+        chosen = [key for key in _TARGET_SELECTORS if key in fields]
+        if not chosen:
+            fix = "or name datasets with dataset_name, datasets or dataset_names"
+            rule = "required key is missing"
+            raise doc.error(item, f"{field}.dataset_id", rule, fix=fix)
+        if len(chosen) > 1:
+            rule = f"takes only one of {', '.join(_TARGET_SELECTORS)}"
+            raise doc.error(item, field, rule, ", ".join(chosen))
+        key = chosen[0]
+        where = f"{field}.{key}"
+        if key == "dataset_id":
+            dataset_id = _identifier(doc, fields[key], where)
+            targets.append(Target(project_id, dataset_id, line=line(item)))
+            continue
+        selector = Selector(project_id, after=len(targets), line=line(item))
+        if key == "dataset_name":
+            name = doc.check(fields[key], where, _dataset_name)
+            selector = replace(selector, dataset_name=name)
+        elif key == "datasets":
+            doc.check(fields[key], where, _all_word)
+            selector = replace(selector, everything=True)
+        else:
+            selector = replace(selector, patterns=_patterns(doc, fields[key], where))
+        selectors.append(selector)
+
+    return tuple(targets), tuple(selectors)
+
+
+def _patterns(doc: Document, node: Node, field: str) -> tuple[str, ...]:
+    """
+    Return a non-empty list of name globs (``*``, ``?``, ``[...]``).
+    """
+    rule = "must be a non-empty list of dataset name globs such as ['cars-*']"
+    items = doc.items(node, field, rule)
+    if not items or len(items) > _MAX_PATTERNS:
+        raise doc.error(node, field, rule, doc.preview(node))
+
+    return tuple(
+        doc.check(item, f"{field}[{i}]", _dataset_name) for i, item in enumerate(items)
+    )
+
+
+def _dataset_name(value: object) -> str:
+    """
+    Check a dataset name or name glob: text on one line, at most 255 characters.
+    """
+    if (
+        isinstance(value, str)
+        and value.strip()
+        and len(value) <= 255
+        and value.isprintable()
+    ):
+        return value
+
+    rule = "must be a dataset name: 1-255 printable characters"
+    fix = "quote it" if isinstance(value, int | float) else None
+    raise RuleError(rule, short(value), fix)
+
+
+def _all_word(value: object) -> str:
+    """
+    Check the one value ``datasets`` takes.
+    """
+    if value == "all":
+        return "all"
+    fix = "use dataset_names: [GLOB, ...] to choose some"
+    raise RuleError("must be all", short(value), fix)
+
+
+def _wait(doc: Document, node: Node | None) -> WaitSettings:
+    """
+    Return how accepted syncs are followed; ``--wait`` can switch it on too.
+    """
+    default = WaitSettings()
+    if node is None:
+        return default
+    fields = doc.mapping(
+        node, "wait", _WAIT_KEYS, "must be a mapping such as {enabled: true}"
+    )
+
+    return WaitSettings(
+        enabled=doc.optional(fields, "enabled", _flag_value, False, "wait."),
+        poll_interval_s=doc.optional(
+            fields, "poll_interval", _poll_interval, default.poll_interval_s, "wait."
+        ),
+        timeout_s=doc.optional(
+            fields, "timeout", _wait_timeout, default.timeout_s, "wait."
+        ),
+    )
+
+
+def _flag_value(value: object) -> bool:
+    """
+    Check a true/false switch.
+    """
+    if isinstance(value, bool):
+        return value
+    raise RuleError("must be true or false", short(value))
+
+
+def _poll_interval(value: object) -> float:
+    """
+    Check the seconds before the first poll of a sync.
+    """
+    return _number(value, above=0, at_most=3600)
+
+
+def _wait_timeout(value: object) -> float:
+    """
+    Check the seconds one sync may take before its target fails.
+    """
+    return _number(value, above=0)
 
 
 def _identifier(doc: Document, node: Node, field: str) -> str:

@@ -7,6 +7,7 @@ The exceptions modelarts-sync raises, one class per way a caller reacts.
     ├── ConfigError                   bad config file or arguments (exit 2)
     ├── ReportError                   the report could not be written
     ├── LockHeldError                 another run holds the lock (exit 4)
+    ├── StoppedError                  the run is stopping; a call was not sent
     └── ApiError                      one API call failed; carries what the server said
         ├── AuthError                 401: the credential was refused (stops the run)
         │   ├── StaleTokenError       401 on a cached IAM token, now dropped: retry once
@@ -53,6 +54,18 @@ class LockHeldError(OrchestratorError):
     """
     Another run holds the lock for this config.
     """
+
+
+class StoppedError(OrchestratorError):
+    """
+    The run is stopping (deadline, signal, refused credential); nothing was sent.
+
+    ``reason`` is the stop's reason, which the target's result carries.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the run is stopping ({reason}); the call was not sent")
+        self.reason = reason
 
 
 class ApiError(OrchestratorError):

@@ -106,9 +106,11 @@ class Plan:
     answers are normal; ``always`` applies to every request for its id. Without
     ``datasets`` (a catalogue per project id) every dataset id exists and lists are
     empty; with it, ids it lacks get 404 ModelArts.6623 from every dataset API.
-    Datasets in ``failed_syncs`` end their syncs FAILED. ``iam_password`` set means
-    the IAM endpoint refuses any other password. ``access_keys`` (AK -> SK)
-    makes the server verify SDK-HMAC-SHA256 signatures made with those keys;
+    Datasets in ``failed_syncs`` end their syncs FAILED; those in ``stuck_syncs``
+    stay RUNNING for ever. With ``list_repeat_page`` N, the list API answers a
+    request for page N + 1 with page N again. ``iam_password`` set means the IAM
+    endpoint refuses any other password. ``access_keys`` (AK -> SK) makes the
+    server verify SDK-HMAC-SHA256 signatures made with those keys;
     ``clock_offset_s`` sets the server's clock that far ahead of the real one
     (its ``Date`` header and the 15-minute ``X-Sdk-Date`` check follow it).
     """
@@ -123,6 +125,8 @@ class Plan:
     list_offset_mode: ListOffsetMode = "records"
     rate_limited_kinds: frozenset[str] = API_KINDS
     failed_syncs: frozenset[str] = frozenset()
+    stuck_syncs: frozenset[str] = frozenset()
+    list_repeat_page: int | None = None
     iam_password: str | None = field(default=None, repr=False)
     access_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     clock_offset_s: float = 0.0
@@ -136,6 +140,10 @@ class Plan:
             raise ValueError(f"list_offset_mode {self.list_offset_mode!r} is unknown")
         if unknown := self.rate_limited_kinds - API_KINDS:
             raise ValueError(f"rate_limited_kinds {sorted(unknown)!r} are not APIs")
+        if self.list_repeat_page is not None and self.list_repeat_page < 0:
+            raise ValueError(f"list_repeat_page {self.list_repeat_page!r} < 0")
+        if stuck_and_failed := self.failed_syncs & self.stuck_syncs:
+            raise ValueError(f"datasets {sorted(stuck_and_failed)!r} fail and stick")
         if both := self.faults.keys() & self.always.keys():
             raise ValueError(f"datasets {sorted(both)!r} are in faults and always")
 
@@ -155,10 +163,10 @@ def load_plan(path: Path) -> Plan:
     ``always`` ({dataset_id: fault}), ``catalogue`` ({project_id: [{dataset_id,
     dataset_name, dataset_type, status, data_path, sample_count, create_time,
     update_time}]}), ``list_offset_mode`` (records | pages), ``rate_limited``
-    (API kinds the limit counts), ``failed_syncs`` (dataset ids) and
-    ``iam_password``. A fault is a status (``503``), ``reset``, ``hang``, or a
-    mapping of `Fault` fields without ``action``; a lone fault under ``faults``
-    is a list of one.
+    (API kinds the limit counts), ``failed_syncs`` and ``stuck_syncs`` (dataset
+    ids), ``list_repeat_page`` (a page index) and ``iam_password``. A fault is
+    a status (``503``), ``reset``, ``hang``, or a mapping of `Fault` fields
+    without ``action``; a lone fault under ``faults`` is a list of one.
 
     Raises:
         ConfigError: One line naming the file, line, field, rule and value.
@@ -442,6 +450,11 @@ _PLAN_FIELDS: dict[str, tuple[str, Callable[[Document, Node, str], Any]]] = {
         "failed_syncs",
         lambda doc, node, field: frozenset(_text_list(doc, node, field)),
     ),
+    "stuck_syncs": (
+        "stuck_syncs",
+        lambda doc, node, field: frozenset(_text_list(doc, node, field)),
+    ),
+    "list_repeat_page": ("list_repeat_page", _scalar(_integer)),
     "iam_password": ("iam_password", _scalar(_optional_text)),
     "access_keys": (
         "access_keys",

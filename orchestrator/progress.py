@@ -61,6 +61,14 @@ class RunProgress:
             self._bar = _bar(console)
             self._task = self._bar.add_task("syncing", total=total, retries=0, rate=0.0)
 
+    def set_total(self, total: int) -> None:
+        """
+        Replace the first estimate of the total once the work list is known.
+        """
+        self.total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
     @property
     def done(self) -> int:
         """

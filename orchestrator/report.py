@@ -42,9 +42,33 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncReport:
+    """
+    What the status API last said of a target's sync, and how often it was asked.
+
+    ``state`` is the API's word (``COMPLETED``, ``FAILED``, ``RUNNING``, ...);
+    ``duration_s`` is the server's own measure of the task.
+    """
+
+    state: str
+    task_id: str | None = None
+    add_sample_count: int | None = None
+    deleted_sample_count: int | None = None
+    total_sample_count: int | None = None
+    duration_s: float | None = None
+    error_code: str | None = None
+    error_msg: str | None = None
+    polls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """
     The one result a target ends with; times are Unix epoch seconds.
+
+    ``dataset_id`` is empty only for a config entry that named a dataset that
+    discovery could not pin down (none or several of that name); ``sync`` is
+    None unless the run asked for the sync's status.
     """
 
     project_id: str
@@ -59,6 +83,8 @@ class Outcome:
     started_at: float | None = None
     finished_at: float | None = None
     history: tuple[Attempt, ...] = ()
+    dataset_name: str | None = None
+    sync: SyncReport | None = None
 
     @property
     def attempts(self) -> int:
@@ -355,7 +381,8 @@ def _result(outcome: Outcome) -> dict[str, Any]:
 
     return {
         "project_id": _text(outcome.project_id),
-        "dataset_id": _text(outcome.dataset_id),
+        "dataset_id": _text(outcome.dataset_id) or None,
+        "dataset_name": _optional_text(outcome.dataset_name),
         "status": outcome.status,
         "reason": _optional_text(outcome.reason),
         "already_running": bool(outcome.already_running),
@@ -368,6 +395,28 @@ def _result(outcome: Outcome) -> dict[str, Any]:
         "finished_at": finished_iso,
         "duration_ms": duration_ms,
         "history": [_attempt(attempt) for attempt in outcome.history],
+        "sync": None if outcome.sync is None else _sync(outcome.sync),
+    }
+
+
+def _sync(sync: SyncReport) -> dict[str, Any]:
+    error_msg = sync.error_msg
+    if error_msg is not None:
+        error_msg = _text(error_msg)[:ERROR_MSG_MAX_CHARS]
+    duration_s = sync.duration_s
+    if duration_s is not None and not math.isfinite(duration_s):
+        duration_s = None
+
+    return {
+        "state": _text(sync.state) or "UNKNOWN",
+        "task_id": _optional_text(sync.task_id),
+        "add_sample_count": _optional_int(sync.add_sample_count),
+        "deleted_sample_count": _optional_int(sync.deleted_sample_count),
+        "total_sample_count": _optional_int(sync.total_sample_count),
+        "duration_s": duration_s,
+        "error_code": _optional_text(sync.error_code),
+        "error_msg": error_msg,
+        "polls": int(sync.polls),
     }
 
 
@@ -395,9 +444,15 @@ def _summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     offsets: list[float] = []
     latencies_ms: list[float] = []
-    retries = throttled = 0
+    sync_states: Counter[str] = Counter()
+    retries = throttled = added = deleted = polls = 0
     for outcome in outcomes:
         statuses[outcome.status] += 1
+        if outcome.sync is not None:
+            sync_states[_text(outcome.sync.state) or "UNKNOWN"] += 1
+            added += outcome.sync.add_sample_count or 0
+            deleted += outcome.sync.deleted_sample_count or 0
+            polls += outcome.sync.polls
         if outcome.reason is not None:
             reasons[_text(outcome.reason)] += 1
         retries += max(len(outcome.history) - 1, 0)
@@ -424,6 +479,10 @@ def _summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "latency_ms": _latency(latencies_ms),
         "errors_by_code": _most_common_first(errors),
         "reasons": _most_common_first(reasons),
+        "sync_states": _most_common_first(sync_states),
+        "samples_added": added,
+        "samples_deleted": deleted,
+        "status_polls": polls,
     }
 
 

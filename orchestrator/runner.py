@@ -7,10 +7,17 @@ stop rules), :meth:`Runner._sync_target` (one target with its retries) and
 :meth:`Runner._attempt` (one request through the concurrency cap and the rate
 limiter).
 
+Waiting (``wait.enabled``): a target whose POST was accepted hands its worker
+back and is followed by a task of its own (:meth:`Runner._follow`) that polls
+the status API through :meth:`Runner.call`, so POSTs for the rest of the list
+are not held up by syncs in progress. Its outcome is recorded when the wait
+ends.
+
 Stopping: a deadline, a signal or a refused credential calls :meth:`stop`.
 Nothing new starts from then on; workers that are only waiting (for a slot, the
 limiter or a backoff) are cancelled at once; requests already on the wire get
-``grace_s`` to finish, then are cancelled too. Every target that did not finish
+``grace_s`` to finish, then are cancelled too. Waits are cancelled at once: a
+status poll is harmless to cut short. Every target that did not finish
 ends ``cancelled`` with the stop's reason.
 """
 
@@ -18,20 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
 
 import structlog
 
-from orchestrator import retry
-from orchestrator.client import SyncAccepted
+from orchestrator import retry, waiter
+from orchestrator.client import SyncAccepted, SyncStatus
 from orchestrator.config import Settings, Target
 from orchestrator.errors import (
     ApiError,
     AuthError,
     CredentialUnavailableError,
     OrchestratorError,
+    StoppedError,
     TlsError,
     TransportError,
 )
@@ -43,6 +51,8 @@ log = structlog.get_logger(__name__)
 # Targets in their backoff wait hold a worker but no connection; twice the
 # connection count keeps the pipe full while a few of them wait.
 WORKERS_PER_CONNECTION = 2
+
+_T = TypeVar("_T")
 
 
 class SyncClient(Protocol):
@@ -59,6 +69,17 @@ class SyncClient(Protocol):
     ) -> SyncAccepted:
         """
         Ask for one dataset's sync.
+        """
+
+    async def sync_status(
+        self,
+        project_id: str,
+        dataset_id: str,
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> SyncStatus:
+        """
+        Read the state of one dataset's latest sync (only when waiting).
         """
 
 
@@ -123,6 +144,7 @@ class _Progress:
             started_at=self.started_at,
             finished_at=time.time(),
             history=tuple(self.history),
+            dataset_name=self.target.dataset_name,
         )
 
 
@@ -150,7 +172,9 @@ class Runner:
         self._in_flight = asyncio.Semaphore(settings.concurrency)
         self._stop_reason: str | None = None
         self._workers: dict[asyncio.Task[None], _Progress | None] = {}
+        self._waits: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._started_mono = 0.0
 
     @property
@@ -175,7 +199,7 @@ class Runner:
             concurrency=self._settings.concurrency,
         )
 
-        deadline = self._arm_deadline()
+        self.start_deadline()
         worker_count = min(
             len(targets), self._settings.concurrency * WORKERS_PER_CONNECTION
         )
@@ -184,9 +208,11 @@ class Runner:
             self._workers[task] = None
         try:
             await asyncio.gather(*self._workers, return_exceptions=True)
+            # Workers start every wait before they end, so this set is complete.
+            await asyncio.gather(*self._waits, return_exceptions=True)
         finally:
-            if deadline is not None:
-                deadline.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
 
@@ -214,6 +240,8 @@ class Runner:
         for task, progress in self._workers.items():
             if progress is None or not progress.sending:
                 task.cancel()
+        for wait in self._waits:
+            wait.cancel()
         loop = asyncio.get_running_loop()
         self._grace_timer = loop.call_later(grace_s, self._cancel_all)
 
@@ -225,15 +253,51 @@ class Runner:
         self._cancel_all()
 
     def _cancel_all(self) -> None:
-        for task in self._workers:
+        for task in (*self._workers, *self._waits):
             task.cancel()
 
-    def _arm_deadline(self) -> asyncio.TimerHandle | None:
-        if self._settings.deadline_s is None:
-            return None
-        loop = asyncio.get_running_loop()
+    async def call(self, send: Callable[[Callable[[], None]], Awaitable[_T]]) -> _T:
+        """
+        Make one read-only API call as the run makes its POSTs, and return its answer.
 
-        return loop.call_later(self._settings.deadline_s, self.stop, "deadline")
+        The call takes a connection slot and a rate-limiter ticket (so polls and
+        listings share the run's ceiling) and is retried by the same policy;
+        ``send`` gets the ticket's ``mark_sent`` to pass on as ``on_sent``.
+
+        Raises:
+            StoppedError: the run is stopping; nothing more is sent.
+            ApiError: the call failed for good; one that stops the run stops it.
+        """
+        retrying = retry.retrying(
+            self._settings.retry, sleep=self._clock.sleep, on_retry=self._on_retry
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self._in_flight:
+                        self._refuse_if_stopping()
+                        ticket = await self._limiter.acquire()
+                        answer = await send(ticket.mark_sent)
+        except ApiError as error:
+            if error.stops_run:
+                self.stop(error.reason)
+            raise
+
+        return answer
+
+    def start_deadline(self) -> None:
+        """
+        Start the deadline's clock now, if the settings have one and it has not started.
+
+        :meth:`run` starts it itself; a caller that does work for the run first
+        (discovering targets) starts it earlier, so the deadline covers that too.
+        """
+        if self._settings.deadline_s is None or self._deadline is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(
+            self._settings.deadline_s, self.stop, "deadline"
+        )
 
     async def _worker(
         self,
@@ -264,7 +328,11 @@ class Runner:
                     # log and still account for the target in the report.
                     log.exception("sync.crashed")
                     outcome = progress.outcome("failed", "internal_error")
-                self._finish(outcomes, index, outcome)
+                if self._settings.wait.enabled and outcome.status == "succeeded":
+                    wait = asyncio.create_task(self._follow(outcomes, index, outcome))
+                    self._waits.add(wait)
+                else:
+                    self._finish(outcomes, index, outcome)
             self._workers[task] = None
 
     def _finish(
@@ -274,14 +342,78 @@ class Runner:
         Record a target's one outcome: in the result list, the log, the observers.
         """
         outcomes[index] = outcome
-        _log_outcome(outcome)
+        self.record(outcome)
+
+    def record(self, outcome: Outcome) -> None:
+        """
+        Log a target's final outcome and tell the observers.
+
+        The run calls it for every target it runs; a caller that settles some
+        targets without a request (discovery) calls it for those.
+        """
+        with structlog.contextvars.bound_contextvars(
+            project_id=outcome.project_id, dataset_id=outcome.dataset_id or None
+        ):
+            _log_outcome(outcome)
         for observer in self._observers:
             observer.on_outcome(outcome)
+
+    async def _follow(
+        self, outcomes: list[Outcome | None], index: int, accepted: Outcome
+    ) -> None:
+        """
+        Wait for an accepted target's sync to end, then record its final outcome.
+        """
+        project_id, dataset_id = accepted.project_id, accepted.dataset_id
+
+        def poll() -> Awaitable[SyncStatus]:
+            return self.call(
+                lambda on_sent: self._client.sync_status(
+                    project_id, dataset_id, on_sent=on_sent
+                )
+            )
+
+        watch = waiter.SyncWatch(poll, self._settings.wait, self._clock)
+        try:
+            self._refuse_if_stopping()
+            finished = await watch.until_done()
+        except (asyncio.CancelledError, StoppedError):
+            stopped = self._stop_reason or "interrupted"
+            final = replace(accepted, status="cancelled", reason=stopped)
+            self._finish(outcomes, index, self._after_wait(final, watch))
+            raise
+        except ApiError as error:
+            final = replace(accepted, status="failed", reason=_failure_reason(error))
+            final = replace(
+                final,
+                error_code=error.error_code,
+                error_msg=error.error_msg or str(error),
+            )
+        except Exception:
+            log.exception("sync.crashed")
+            final = replace(accepted, status="failed", reason="internal_error")
+        else:
+            final = waiter.judged(accepted, finished, watch.last, self._settings.wait)
+        self._finish(outcomes, index, self._after_wait(final, watch))
+
+    def _refuse_if_stopping(self) -> None:
+        """
+        Raise StoppedError once the run is stopping: nothing new may start.
+        """
+        if self._stop_reason is not None:
+            raise StoppedError(self._stop_reason)
+
+    def _after_wait(self, outcome: Outcome, watch: waiter.SyncWatch) -> Outcome:
+        return replace(outcome, finished_at=time.time(), sync=watch.report())
 
     async def _sync_target(self, progress: _Progress) -> Outcome:
         """
         Sync one target, retrying transient failures, and return its outcome.
+
+        A target discovery saw synchronizing already is not POSTed again.
         """
+        if progress.target.already_running:
+            return replace(progress.outcome("succeeded", None), already_running=True)
         retrying = retry.retrying(
             self._settings.retry, sleep=self._backoff, on_retry=self._on_retry
         )
@@ -398,6 +530,7 @@ def _never_started(target: Target, stop_reason: str | None) -> Outcome:
         reason=stop_reason or "interrupted",
         started_at=None,
         finished_at=now,
+        dataset_name=target.dataset_name,
     )
 
 
@@ -418,10 +551,18 @@ def _log_outcome(outcome: Outcome) -> None:
         "error_code": outcome.error_code,
         "request_id": outcome.request_id,
     }
-    if outcome.status == "succeeded":
+    if outcome.sync is not None:
+        fields["sync_state"] = outcome.sync.state
+    if outcome.dataset_name is not None:
+        fields["dataset_name"] = outcome.dataset_name
+    if outcome.status == "succeeded" and outcome.sync is not None:
+        log.info("sync.finished", already_running=outcome.already_running, **fields)
+    elif outcome.status == "succeeded":
         log.info("sync.accepted", already_running=outcome.already_running, **fields)
     elif outcome.status == "failed":
         log.error("sync.failed", reason=outcome.reason, **fields)
+    elif outcome.status == "skipped":
+        log.info("sync.skipped", reason=outcome.reason, **fields)
     else:
         log.info("sync.cancelled", reason=outcome.reason, **fields)
 

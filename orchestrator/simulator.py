@@ -181,6 +181,7 @@ class _SyncTask:
     started_s: float
     create_time_ms: int
     fails: bool
+    stuck: bool = False
 
 
 @dataclass(slots=True)
@@ -704,6 +705,7 @@ class Simulator:
             started_s=now,
             create_time_ms=int(time.time() * 1000),
             fails=dataset.dataset_id in self.plan.failed_syncs,
+            stuck=dataset.dataset_id in self.plan.stuck_syncs,
         )
         return _json({})
 
@@ -733,6 +735,8 @@ class Simulator:
     def _state(self, task: _SyncTask, now: float) -> str:
         duration_s = self.plan.sync_duration_s
         elapsed_s = now - task.started_s
+        if task.stuck:
+            return "RUNNING"
         if elapsed_s >= duration_s:
             return "FAILED" if task.fails else "COMPLETED"
 
@@ -755,6 +759,9 @@ class Simulator:
             return _error(400, (_BAD_PARAMETER, f"Invalid paging: {exc}"))
         datasets = list((self._catalogue or {}).get(project_id, {}).values())
         first = offset * limit if self.plan.list_offset_mode == "pages" else offset
+        repeat = self.plan.list_repeat_page
+        if repeat is not None and first // limit == repeat + 1:
+            first -= limit  # a server bug on purpose: the page before, again
         page = datasets[first : first + limit]
 
         return _json(

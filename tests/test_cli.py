@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import signal
 import ssl
 import subprocess
@@ -656,3 +658,167 @@ def test_unexpected_error_keeps_its_traceback_without_the_secret(
     assert "Traceback" in captured.err
     assert "RuntimeError: bug while holding <redacted>" in captured.err
     assert SK_SENTINEL not in captured.err + captured.out
+
+
+def test_wait_reports_sync_states_and_fails_on_timeout(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """With --wait a completed sync succeeds, a stuck one fails: exit 1."""
+    catalogue = {
+        PROJECT: [{"dataset_id": f"ds-{i:04d}", "sample_count": 7} for i in range(1, 4)]
+    }
+    sim = sim_process(
+        {"sync_duration_ms": 100, "stuck_syncs": ["ds-0002"], "catalogue": catalogue}
+    )
+    wait = {"poll_interval": 0.05, "timeout": 1}
+    config = write_config(tmp_path, sim.url, count=3, wait=wait)
+    report_path = tmp_path / "r.json"
+
+    done = cli("run", str(config), "--wait", "--report", str(report_path))
+
+    assert done.returncode == 1, done.stderr
+    document = load_report(report_path)
+    results = {r["dataset_id"]: r for r in document["results"]}
+    assert results["ds-0001"]["sync"]["state"] == "COMPLETED"
+    assert (results["ds-0002"]["status"], results["ds-0002"]["reason"]) == (
+        "failed",
+        "sync_timeout",
+    )
+    summary = document["summary"]
+    assert summary["sync_states"] == {"COMPLETED": 2, "RUNNING": 1}
+    assert summary["samples_added"] == 14
+    assert summary["status_polls"] == len(sim.requests("status"))
+    assert "syncs: 2 COMPLETED, 1 RUNNING; 14 samples added" in done.stdout
+
+
+def test_names_and_globs_resolve_before_any_post(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """Named targets resolve to ids shown beside their names; bad names fail alone."""
+    catalogue = {
+        PROJECT: [
+            {"dataset_id": "id-cars", "dataset_name": "cars"},
+            {"dataset_id": "id-bikes", "dataset_name": "bikes-2026"},
+            {
+                "dataset_id": "id-text",
+                "dataset_name": "bikes-text",
+                "dataset_type": 100,
+            },
+        ]
+    }
+    sim = sim_process({"catalogue": catalogue, "list_offset_mode": "pages"})
+    chosen = [
+        {"project_id": PROJECT, "dataset_name": "cars"},
+        {"project_id": PROJECT, "dataset_names": ["bikes-*"]},
+        {"project_id": PROJECT, "dataset_name": "trucks"},
+    ]
+    config = write_config(tmp_path, sim.url, targets=chosen)
+    report_path = tmp_path / "r.json"
+
+    done = cli("run", str(config), "--report", str(report_path))
+
+    assert done.returncode == 1, done.stderr
+    rows = [
+        (r["dataset_name"], r["dataset_id"], r["status"], r["reason"])
+        for r in load_report(report_path)["results"]
+    ]
+    assert rows == [
+        ("cars", "id-cars", "succeeded", None),
+        ("bikes-2026", "id-bikes", "succeeded", None),
+        ("bikes-text", "id-text", "skipped", "unsupported_type"),
+        ("trucks", None, "failed", "not_found"),
+    ]
+    posted = [row["dataset_id"] for row in sim.requests("sync")]
+    assert sorted(posted) == ["id-bikes", "id-cars"]
+    first_post = min(row["seq"] for row in sim.requests("sync"))
+    assert all(row["seq"] < first_post for row in sim.requests("list"))
+
+
+def test_status_prints_states_as_json_and_posts_nothing(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """status reads each target's sync state; --json gives one JSON document."""
+    catalogue = {
+        PROJECT: [
+            {"dataset_id": "ds-0001", "dataset_name": "one"},
+            {"dataset_id": "ds-0002", "dataset_name": "two"},
+            {"dataset_id": "ds-0009", "dataset_name": "text", "dataset_type": 102},
+        ]
+    }
+    sim = sim_process({"catalogue": catalogue, "stuck_syncs": ["ds-0001"]})
+    chosen = [
+        {"project_id": PROJECT, "datasets": "all"},
+        {"project_id": PROJECT, "dataset_name": "three"},
+    ]
+    config = write_config(tmp_path, sim.url, targets=chosen)
+    assert cli("run", str(config), "--report", str(tmp_path / "r.json")).returncode
+
+    done = cli("status", str(config), "--json")
+
+    assert done.returncode == 1, done.stderr
+    rows = json.loads(done.stdout)["targets"]
+    assert [
+        (r["dataset_name"], r["state"], r["error"], r["skipped"]) for r in rows
+    ] == [
+        ("one", "RUNNING", None, None),
+        ("two", "COMPLETED", None, None),
+        ("text", None, None, "unsupported_type"),
+        ("three", None, "not_found", None),
+    ]
+    assert len(sim.requests("sync")) == 2, "status itself sent no POST"
+
+
+def test_wait_config_errors_name_the_field(tmp_path: Path) -> None:
+    """A bad wait setting is refused with file, line and field; exit 2."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", wait={"poll_interval": 0})
+
+    done = cli("validate", str(config))
+
+    assert done.returncode == 2
+    assert "wait.poll_interval: must be a number > 0" in done.stderr
+
+
+def test_status_prints_a_table_on_a_terminal(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """With stdout on a terminal, status prints an aligned table, not JSON."""
+    catalogue = {PROJECT: [{"dataset_id": "ds-0001", "dataset_name": "one"}]}
+    sim = sim_process({"catalogue": catalogue})
+    chosen = [{"project_id": PROJECT, "dataset_name": "one"}]
+    config = write_config(tmp_path, sim.url, targets=chosen)
+    primary, secondary = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", str(config), "-q"],
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+            timeout=EXIT_TIMEOUT_S,
+            check=False,
+        )
+        os.close(secondary)
+        output = _read_all(primary)
+    finally:
+        os.close(primary)
+
+    assert done.returncode == 0, done.stderr
+    header, row = output.splitlines()[:2]
+    assert header.split() == [
+        *("PROJECT", "DATASET", "NAME", "STATE", "ADDED", "DELETED", "TOTAL"),
+        *("TASK", "ERROR"),
+    ]
+    assert row.split()[:4] == [PROJECT, "ds-0001", "one", "NOT_EXIST"]
+    assert header.index("STATE") == row.index("NOT_EXIST")
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # Linux reports EIO once the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()

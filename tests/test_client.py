@@ -249,3 +249,89 @@ def test_parse_retry_after_future_date() -> None:
     header = format_datetime(now + timedelta(seconds=30), usegmt=True)
 
     assert parse_retry_after(header, now=now.timestamp()) == pytest.approx(30.0)
+
+
+STATUS_URL = f"{URL_}/status"
+LIST_URL = f"{ENDPOINT}/v2/{PROJECT}/datasets?offset=2&limit=100"
+
+
+async def test_sync_status_reads_every_documented_field(
+    client: ModelArtsClient,
+) -> None:
+    """The status answer becomes a SyncStatus; duration_time ms becomes seconds."""
+    body = {
+        "status": "COMPLETED",
+        "task_id": "t-1",
+        "duration_time": 84200,
+        "add_sample_count": 120,
+        "deleted_sample_count": "3",
+        "total_sample_count": -1,
+        "error_code": None,
+    }
+    with aioresponses() as mocked:
+        mocked.get(STATUS_URL, status=200, body=json.dumps(body))
+
+        status = await client.sync_status(PROJECT, DATASET)
+
+    assert (status.state, status.task_id, status.duration_s) == (
+        "COMPLETED",
+        "t-1",
+        84.2,
+    )
+    assert (status.add_sample_count, status.deleted_sample_count) == (120, 3)
+    assert status.total_sample_count is None, "a negative count is not a count"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type"),
+    [
+        pytest.param(404, error_body("ModelArts.6623"), NotFoundError, id="404"),
+        pytest.param(401, error_body("APIG.0301"), AuthError, id="401"),
+        pytest.param(200, "<html>proxy</html>", ServerError, id="not-json"),
+        pytest.param(200, "[1, 2]", ServerError, id="not-an-object"),
+    ],
+)
+async def test_sync_status_errors_are_typed(
+    client: ModelArtsClient, status: int, body: str, error_type: type[ApiError]
+) -> None:
+    """A refused or unreadable status answer raises the matching typed error."""
+    with aioresponses() as mocked:
+        mocked.get(STATUS_URL, status=status, body=body)
+
+        with pytest.raises(error_type):
+            await client.sync_status(PROJECT, DATASET)
+
+
+async def test_status_without_a_state_reads_as_unknown(client: ModelArtsClient) -> None:
+    """An answer with no status word is UNKNOWN, which a wait treats as running."""
+    with aioresponses() as mocked:
+        mocked.get(STATUS_URL, status=200, body="{}")
+
+        status = await client.sync_status(PROJECT, DATASET)
+
+    assert status.state == "UNKNOWN"
+
+
+async def test_list_datasets_passes_paging_and_skips_unusable_entries(
+    client: ModelArtsClient,
+) -> None:
+    """offset and limit go out as given; entries without an id are left out."""
+    body = {
+        "total_number": 203,
+        "datasets": [
+            {"dataset_id": "a", "dataset_name": "cars", "dataset_type": 0, "status": 5},
+            {"dataset_name": "no id"},
+            "junk",
+            {"dataset_id": "b"},
+        ],
+    }
+    with aioresponses() as mocked:
+        mocked.get(LIST_URL, status=200, body=json.dumps(body))
+
+        page = await client.list_datasets(PROJECT, offset=2, limit=100)
+
+    assert page.total_number == 203
+    assert [(d.dataset_id, d.dataset_name, d.status) for d in page.datasets] == [
+        ("a", "cars", 5),
+        ("b", "", None),
+    ]

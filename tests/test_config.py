@@ -875,3 +875,100 @@ def test_overrides_are_checked_by_the_file_rules(
 
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_reads_selectors_in_file_order_beside_explicit_targets(tmp_path: Path) -> None:
+    """Names, globs and 'all' become selectors that remember their place."""
+    text = _yaml(
+        ENDPOINT,
+        "targets:",
+        "  - {project_id: p1, dataset_name: cars}",
+        "  - {project_id: p1, dataset_id: d1}",
+        "  - {project_id: p2, dataset_names: ['bikes-*', 'x?']}",
+        "  - {project_id: p3, datasets: all}",
+    )
+
+    settings = config.load(_write(tmp_path, text))
+
+    assert settings.targets == (Target("p1", "d1"),)
+    assert settings.selectors == (
+        config.Selector("p1", dataset_name="cars", after=0),
+        config.Selector("p2", patterns=("bikes-*", "x?"), after=1),
+        config.Selector("p3", everything=True, after=1),
+    )
+    assert [s.line for s in settings.selectors] == [3, 5, 6]
+    assert settings.selectors[1].describe() == "dataset_names: [bikes-*, x?]"
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "got"),
+    [
+        pytest.param(
+            "{project_id: p, dataset_id: d, dataset_name: n}",
+            "",
+            "dataset_id, dataset_name",
+            id="two-selectors",
+        ),
+        pytest.param(
+            "{project_id: p, datasets: some}", "datasets", "'some'", id="some"
+        ),
+        pytest.param(
+            "{project_id: p, dataset_names: []}", "dataset_names", "[]", id="empty"
+        ),
+        pytest.param(
+            "{project_id: p, dataset_names: cars}",
+            "dataset_names",
+            "'cars'",
+            id="not-list",
+        ),
+        pytest.param(
+            "{project_id: p, dataset_name: ''}", "dataset_name", "''", id="blank"
+        ),
+        pytest.param(
+            "{project_id: p, dataset_name: 12}", "dataset_name", "12", id="number"
+        ),
+    ],
+)
+def test_refuses_a_bad_selector(
+    tmp_path: Path, item: str, field: str, got: str
+) -> None:
+    """A selector breaking its rule is refused naming line, index and field."""
+    text = _yaml(ENDPOINT, "targets:", f"  - {item}")
+    path = _write(tmp_path, text)
+
+    _assert_names(path, 3, f"targets[0].{field}" if field else "targets[0]", got)
+
+
+def test_reads_wait_settings_and_the_wait_override(tmp_path: Path) -> None:
+    """wait.* fill WaitSettings; --wait switches waiting on without other changes."""
+    text = _yaml(ENDPOINT, "wait: {poll_interval: 2, timeout: 600}", TARGETS)
+
+    settings = config.load(_write(tmp_path, text))
+    waiting = config.apply_overrides(settings, wait=True)
+
+    assert settings.wait == config.WaitSettings(False, 2.0, 600.0)
+    assert waiting.wait == config.WaitSettings(True, 2.0, 600.0)
+    assert config.apply_overrides(settings, wait=None).wait == settings.wait
+    assert settings.wait.max_poll_interval_s == 20.0
+    assert config.WaitSettings(poll_interval_s=10).max_poll_interval_s == 60.0
+    assert config.WaitSettings(poll_interval_s=120).max_poll_interval_s == 120.0
+
+
+@pytest.mark.parametrize(
+    ("lines", "field", "got"),
+    [
+        pytest.param(
+            "wait: {enabled: yes please}", "wait.enabled", "'yes please'", id="flag"
+        ),
+        pytest.param("wait: {poll_interval: 0}", "wait.poll_interval", "0", id="zero"),
+        pytest.param("wait: {timeout: -5}", "wait.timeout", "-5", id="negative"),
+        pytest.param("wait: {timout: 5}", "wait.timout", None, id="typo"),
+    ],
+)
+def test_refuses_bad_wait_settings(
+    tmp_path: Path, lines: str, field: str, got: str | None
+) -> None:
+    """A bad wait setting is refused naming its line and field."""
+    path = _write(tmp_path, _yaml(ENDPOINT, lines, TARGETS))
+
+    _assert_names(path, 2, field, got)

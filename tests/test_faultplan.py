@@ -23,6 +23,8 @@ sync_duration_ms: 200
 list_offset_mode: pages
 rate_limited: [sync]
 failed_syncs: [ds-0004]
+stuck_syncs: [ds-0005]
+list_repeat_page: 2
 faults:
   ds-0003: [503, 503]
   ds-0007: [{status: 429, retry_after: 1}]
@@ -51,6 +53,8 @@ def test_load_plan_reads_every_setting(tmp_path: Path) -> None:
         list_offset_mode="pages",
         rate_limited_kinds=frozenset({"sync"}),
         failed_syncs=frozenset({"ds-0004"}),
+        stuck_syncs=frozenset({"ds-0005"}),
+        list_repeat_page=2,
         faults={
             "ds-0003": (Fault(status=503), Fault(status=503)),
             "ds-0007": (Fault(status=429, retry_after="1"),),
@@ -163,6 +167,12 @@ def test_load_plan_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
         pytest.param(lambda: Fault(error_code="X"), "need a status", id="no-status"),
         pytest.param(lambda: Fault(action="reset", status=500), "no status", id="rst"),
         pytest.param(lambda: Plan(rate_limit_per_s=0.5), "below 1", id="rate"),
+        pytest.param(lambda: Plan(list_repeat_page=-1), "< 0", id="repeat"),
+        pytest.param(
+            lambda: Plan(failed_syncs=frozenset({"d"}), stuck_syncs=frozenset({"d"})),
+            "fail and stick",
+            id="failed-and-stuck",
+        ),
         pytest.param(
             lambda: Plan(rate_limited_kinds=frozenset({"token"})),
             "not APIs",

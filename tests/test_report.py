@@ -671,3 +671,45 @@ def test_exit_code_of_loaded_report_matches_built(
     loaded = report.load(report.write(built, tmp_path / "report.json"))
 
     assert report.exit_code(loaded) == report.exit_code(built) == 1
+
+
+def test_build_reports_sync_states_names_and_sample_sums() -> None:
+    """Sync objects appear per result and are tallied; an unresolved name has no id."""
+    done = report.SyncReport(
+        "COMPLETED", task_id="t1", add_sample_count=5, deleted_sample_count=1, polls=3
+    )
+    outcomes = [
+        Outcome("p1", "d1", "succeeded", dataset_name="cars", sync=done),
+        Outcome("p1", "d2", "succeeded", sync=done),
+        Outcome(
+            "p1",
+            "d3",
+            "failed",
+            reason="sync_timeout",
+            sync=report.SyncReport("RUNNING", add_sample_count=0, polls=9),
+        ),
+        Outcome("p1", "", "failed", reason="ambiguous_name", dataset_name="bus"),
+    ]
+
+    built = report.build(outcomes, FACTS)
+
+    jsonschema.Draft202012Validator(report.schema()).validate(built)
+    summary = built["summary"]
+    assert summary["sync_states"] == {"COMPLETED": 2, "RUNNING": 1}
+    assert (summary["samples_added"], summary["samples_deleted"]) == (10, 2)
+    assert summary["status_polls"] == 15
+    first, _, timed_out, unresolved = built["results"]
+    assert first["dataset_name"] == "cars"
+    assert first["sync"] == {
+        "state": "COMPLETED",
+        "task_id": "t1",
+        "add_sample_count": 5,
+        "deleted_sample_count": 1,
+        "total_sample_count": None,
+        "duration_s": None,
+        "error_code": None,
+        "error_msg": None,
+        "polls": 3,
+    }
+    assert timed_out["sync"]["state"] == "RUNNING"
+    assert (unresolved["dataset_id"], unresolved["sync"]) == (None, None)

@@ -693,3 +693,40 @@ def test_serve_forever_prints_one_line_and_stops_on_sigterm(tmp_path: Path) -> N
 async def _post_once(url: str) -> int:
     async with aiohttp.ClientSession(headers=AUTH) as session, session.post(url) as r:
         return r.status
+
+
+async def test_stuck_sync_stays_running(session: aiohttp.ClientSession) -> None:
+    """A dataset in stuck_syncs reports RUNNING long after the duration passed."""
+    clock = FakeClock()
+    plan = Plan(sync_duration_s=1, stuck_syncs=frozenset({"ds-1"}))
+    async with Simulator(plan, clock=clock) as sim:
+        await sync(session, sim)
+        clock.now_s += 3600
+        state = await sync_status(session, sim)
+        again, refusal = await sync(session, sim)
+
+    assert state["status"] == "RUNNING"
+    assert (again, refusal["error_code"]) == (400, "ModelArts.4355")
+
+
+@pytest.mark.parametrize(
+    ("mode", "offsets"),
+    [
+        pytest.param("records", (0, 10, 20), id="records"),
+        pytest.param("pages", (0, 1, 2), id="pages"),
+    ],
+)
+async def test_list_can_repeat_a_page(
+    session: aiohttp.ClientSession, mode: Any, offsets: tuple[int, ...]
+) -> None:
+    """With list_repeat_page 0 page two repeats page one; page three is normal."""
+    plan = Plan(datasets=catalogue(25), list_offset_mode=mode, list_repeat_page=0)
+    pages = []
+    async with Simulator(plan) as sim:
+        for offset in offsets:
+            query = {"offset": offset, "limit": 10}
+            _, body, _ = await call(session, "GET", api(sim), params=query)
+            pages.append([d["dataset_id"] for d in body["datasets"]])
+
+    assert pages[1] == pages[0] == [f"ds-{i:02d}" for i in range(10)]
+    assert pages[2] == [f"ds-{i:02d}" for i in range(20, 25)]
