@@ -129,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 def _add_overrides(command: argparse.ArgumentParser) -> None:
     command.add_argument("--endpoint", metavar="URL", help="override endpoint")
     command.add_argument(
-        "--rate-limit", type=float, metavar="N", help="override rate_limit (per s)"
+        "--rate-limit",
+        metavar="N",
+        help="override rate_limit: per second, or N per period such as 300/min",
     )
     command.add_argument(
         "--concurrency", type=int, metavar="N", help="override concurrency"
@@ -161,7 +163,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"endpoint    {settings.endpoint}")
     print(f"credential  {credential}")
     print(
-        f"pacing      {settings.rate_limit_per_s:g}/s, "
+        f"pacing      {_pace(settings)}, "
         f"{settings.concurrency} in flight, timeout {settings.timeout_s:g} s"
     )
     print(
@@ -179,6 +181,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print("valid; nothing was sent")
 
     return EXIT_OK
+
+
+def _pace(settings: config.Settings) -> str:
+    """
+    Describe the rate limit as the user wrote it: ``10/s`` or ``300 per 60 s``.
+    """
+    if settings.rate_window_s == 1.0:
+        text = f"{settings.rate_limit_per_s:g}/s"
+    else:
+        count = settings.rate_limit_per_s * settings.rate_window_s
+        text = f"{count:g} per {settings.rate_window_s:g} s"
+    if settings.rate_burst > 1:
+        text += f" (burst {settings.rate_burst})"
+
+    return text
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from orchestrator.errors import (
     AuthError,
     CredentialUnavailableError,
     OrchestratorError,
+    ThrottledError,
     TransportError,
 )
 from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
@@ -144,7 +145,10 @@ class Runner:
         self._client = client
         self._clock = clock or MonotonicClock()
         self._limiter = limiter or RateLimiter(
-            settings.rate_limit_per_s, clock=self._clock
+            settings.rate_limit_per_s,
+            window_s=settings.rate_window_s,
+            burst=settings.rate_burst,
+            clock=self._clock,
         )
         self._in_flight = asyncio.Semaphore(settings.concurrency)
         self._stop_reason: str | None = None
@@ -317,6 +321,8 @@ class Runner:
             except ApiError as error:
                 progress.last_error = error
                 progress.history.append(self._failed_attempt(offset_s, error))
+                if isinstance(error, ThrottledError) and error.retry_after_s is None:
+                    self._limiter.on_throttled(ticket.released_at)
                 raise
             except asyncio.CancelledError:
                 duration_ms = self._elapsed_ms(ticket.released_at)
