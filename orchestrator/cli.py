@@ -168,7 +168,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     )
     print(
         f"retry       up to {settings.retry.max_attempts} attempts, backoff "
-        f"{settings.retry.initial_backoff_s:g}-{settings.retry.max_backoff_s:g} s"
+        f"{settings.retry.initial_backoff_s:g}-{settings.retry.max_backoff_s:g} s, "
+        f"budget {settings.retry.budget_ratio:.0%} of first attempts "
+        f"+ {settings.retry.budget_floor}"
+    )
+    circuit = settings.circuit
+    print(
+        f"circuit     opens after {circuit.failures} failing targets in a row, "
+        f"probes every {circuit.cooldown_s:g} s, stops after {circuit.probes}"
+        if circuit.failures
+        else "circuit     off"
     )
     deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
     print(f"deadline    {deadline}")

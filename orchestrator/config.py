@@ -54,6 +54,21 @@ class RetrySettings:
     max_attempts: int = 5
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+    # The run's retries may number at most budget_ratio of its first attempts
+    # plus budget_floor (a floor so a small run can still retry).
+    budget_ratio: float = 0.1
+    budget_floor: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    """
+    When to stop sending to an endpoint that keeps failing; failures 0 is off.
+    """
+
+    failures: int = 10
+    cooldown_s: float = 30.0
+    probes: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,7 @@ class Settings:
     deadline_s: float | None = None
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     retry: RetrySettings = field(default_factory=RetrySettings)
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
 
 
 _LONG_ENV_VALUE = 32
@@ -111,6 +127,7 @@ _TOP_KEYS = (
     "deadline",
     "shutdown_grace",
     "retry",
+    "circuit",
     "targets",
 )
 # Which auth keys each type takes; "type" goes with all of them.
@@ -121,7 +138,14 @@ _AUTH_TYPE_KEYS = {
 }
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_TYPE_KEYS.values() for key in keys))
 _AUTH_TYPES = tuple(_AUTH_TYPE_KEYS)
-_RETRY_KEYS = ("max_attempts", "initial_backoff", "max_backoff")
+_RETRY_KEYS = (
+    "max_attempts",
+    "initial_backoff",
+    "max_backoff",
+    "budget_ratio",
+    "budget_floor",
+)
+_CIRCUIT_KEYS = ("failures", "cooldown", "probes")
 _RATE_KEYS = ("limit", "burst")
 # "N/T": N requests per T, T a unit with an optional count ("100/10s").
 _RATE_PATTERN = re.compile(
@@ -245,6 +269,7 @@ def _settings(doc: Document, path: Path) -> Settings:
             fields, "shutdown_grace", _shutdown_grace, DEFAULT_SHUTDOWN_GRACE_S
         ),
         retry=_retry(doc, fields.get("retry")),
+        circuit=_circuit(doc, fields.get("circuit")),
         targets=_targets(doc, fields["targets"]),
     )
 
@@ -380,10 +405,38 @@ def _retry(doc: Document, node: Node | None) -> RetrySettings:
         max_backoff_s=doc.optional(
             fields, "max_backoff", _backoff, default.max_backoff_s, "retry."
         ),
+        budget_ratio=doc.optional(
+            fields, "budget_ratio", _budget_ratio, default.budget_ratio, "retry."
+        ),
+        budget_floor=doc.optional(
+            fields, "budget_floor", _budget_floor, default.budget_floor, "retry."
+        ),
     )
     if retry.max_backoff_s < retry.initial_backoff_s:
         raise _inverted_backoff(doc, fields, retry)
     return retry
+
+
+def _circuit(doc: Document, node: Node | None) -> CircuitSettings:
+    """
+    Return the circuit breaker's settings.
+    """
+    default = CircuitSettings()
+    if node is None:
+        return default
+    fields = doc.mapping(
+        node, "circuit", _CIRCUIT_KEYS, "must be a mapping such as {failures: 10}"
+    )
+
+    return CircuitSettings(
+        failures=doc.optional(
+            fields, "failures", _circuit_failures, default.failures, "circuit."
+        ),
+        cooldown_s=doc.optional(
+            fields, "cooldown", _cooldown, default.cooldown_s, "circuit."
+        ),
+        probes=doc.optional(fields, "probes", _probes, default.probes, "circuit."),
+    )
 
 
 def _inverted_backoff(
@@ -517,6 +570,41 @@ def _backoff(value: object) -> float:
     Check a backoff wait in seconds.
     """
     return _number(value, at_least=0)
+
+
+def _budget_ratio(value: object) -> float:
+    """
+    Check the share of first attempts the run may spend on retries.
+    """
+    return _number(value, at_least=0, at_most=10)
+
+
+def _budget_floor(value: object) -> int:
+    """
+    Check the retries the run may spend whatever its size.
+    """
+    return _whole(value, at_least=0, at_most=1_000_000)
+
+
+def _circuit_failures(value: object) -> int:
+    """
+    Check how many targets in a row may fail transiently before sending stops.
+    """
+    return _whole(value, at_least=0, at_most=1_000_000)
+
+
+def _cooldown(value: object) -> float:
+    """
+    Check the seconds an open circuit waits before its next probe.
+    """
+    return _number(value, at_least=0, at_most=3600)
+
+
+def _probes(value: object) -> int:
+    """
+    Check how many failed probes in a row end the run.
+    """
+    return _whole(value, at_least=1, at_most=1000)
 
 
 def _number(

@@ -68,14 +68,22 @@ def retrying(
     *,
     sleep: Sleep,
     on_retry: OnRetry,
+    allow_retry: Callable[[], bool] | None = None,
     rng: random.Random | None = None,
 ) -> tenacity.AsyncRetrying:
     """
     Return a tenacity controller that retries transient errors per ``settings``.
 
     It re-raises the last error when it gives up, so the caller sees what the
-    server said last rather than tenacity's wrapper.
+    server said last rather than tenacity's wrapper. ``allow_retry`` (the run's
+    retry budget) is asked only when a retry is otherwise due, so a target's
+    last attempt spends nothing.
     """
+
+    def may_retry(state: tenacity.RetryCallState) -> bool:
+        if allow_retry is None or state.attempt_number >= settings.max_attempts:
+            return True
+        return allow_retry()
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -88,7 +96,7 @@ def retrying(
             on_retry(error, state.attempt_number, waited_s)
 
     return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_all(tenacity.retry_if_exception(is_transient), may_retry),
         stop=tenacity.stop_after_attempt(settings.max_attempts),
         wait=wait,
         sleep=sleep,

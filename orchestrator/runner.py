@@ -25,6 +25,8 @@ from typing import Protocol
 import structlog
 
 from orchestrator import retry
+from orchestrator.breaker import CircuitBreaker
+from orchestrator.budget import RetryBudget
 from orchestrator.client import SyncAccepted
 from orchestrator.config import Settings, Target
 from orchestrator.errors import (
@@ -94,6 +96,12 @@ class _RunStoppedError(Exception):
     """
 
 
+class _CircuitOpenedError(Exception):
+    """
+    Raised before sending when the circuit opened while the request waited.
+    """
+
+
 @dataclass(slots=True)
 class _Progress:
     """
@@ -105,6 +113,7 @@ class _Progress:
     history: list[Attempt] = field(default_factory=list)
     sending: bool = False
     last_error: ApiError | None = None
+    budget_denied: bool = False
 
     def outcome(
         self, status: str, reason: str | None, accepted: SyncAccepted | None = None
@@ -151,6 +160,15 @@ class Runner:
             clock=self._clock,
         )
         self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._budget = RetryBudget(
+            settings.retry.budget_ratio, settings.retry.budget_floor
+        )
+        self._breaker = CircuitBreaker(
+            settings.circuit,
+            endpoint=settings.endpoint,
+            clock=self._clock,
+            on_gave_up=lambda: self.stop("circuit_open"),
+        )
         self._stop_reason: str | None = None
         self._workers: dict[asyncio.Task[None], _Progress | None] = {}
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -285,9 +303,18 @@ class Runner:
         """
         Sync one target, retrying transient failures, and return its outcome.
         """
+
+        def allow_retry() -> bool:
+            progress.budget_denied = not self._budget.try_spend()
+            return not progress.budget_denied
+
         retrying = retry.retrying(
-            self._settings.retry, sleep=self._backoff, on_retry=self._on_retry
+            self._settings.retry,
+            sleep=self._backoff,
+            on_retry=self._on_retry,
+            allow_retry=allow_retry,
         )
+        self._budget.record_first_attempt()
         try:
             async for attempt in retrying:
                 with attempt:
@@ -296,11 +323,45 @@ class Runner:
             progress.last_error = error
             if error.stops_run:
                 self.stop(error.reason)
-            return progress.outcome("failed", _failure_reason(error))
+            reason = _failure_reason(error)
+            if reason == "retries_exhausted":
+                self._breaker.on_target_failed()
+            else:
+                self._breaker.on_target_answered()
+            if reason == "retries_exhausted" and progress.budget_denied:
+                reason = "retry_budget_exhausted"
+            return progress.outcome("failed", reason)
 
+        self._breaker.on_target_answered()
         return progress.outcome("succeeded", None, accepted)
 
     async def _attempt(self, progress: _Progress) -> SyncAccepted:
+        """
+        Send one request once the circuit admits it; a probe's result steers it.
+        """
+        while True:
+            if self._stop_reason is not None:
+                raise _RunStoppedError
+            if await self._breaker.admit():
+                break
+            try:
+                return await self._send(progress, probe=False)
+            except _CircuitOpenedError:
+                continue  # it opened while this request waited for its turn
+
+        answered: bool | None = None
+        try:
+            accepted = await self._send(progress, probe=True)
+            answered = True
+        except ApiError as error:
+            answered = not error.transient
+            raise
+        finally:
+            self._breaker.on_probe_done(answered=answered)
+
+        return accepted
+
+    async def _send(self, progress: _Progress, *, probe: bool) -> SyncAccepted:
         """
         Send one request for the target once a connection and the pace allow.
         """
@@ -310,6 +371,8 @@ class Runner:
 
         async with self._in_flight:
             ticket = await self._limiter.acquire()
+            if not probe and self._breaker.state != "closed":
+                raise _CircuitOpenedError
             offset_s = ticket.released_at - self._started_mono
             progress.sending = True
             try:

@@ -212,13 +212,16 @@ async def test_throttle_cuts_the_rate_once_per_round_then_regrows_to_ceiling() -
 
 
 async def test_throttle_during_regrowth_cuts_again_from_the_current_rate() -> None:
-    """A 429 for a request released after the last cut cuts again."""
+    """A 429 for a request released a window after the last cut cuts again."""
     clock = FakeClock()
     limiter = RateLimiter(100, clock=clock)
     first = await limiter.acquire()
     limiter.on_throttled(first.released_at)
+    within_round = await limiter.acquire()
+    limiter.on_throttled(within_round.released_at)
+    clock.t += 1.0
     later = await limiter.acquire()
 
     limiter.on_throttled(later.released_at)
 
-    assert limiter.rate_per_s == pytest.approx(49.0)
+    assert limiter.rate_per_s == pytest.approx(49.0, rel=0.02)
