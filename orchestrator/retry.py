@@ -68,7 +68,7 @@ def retrying(
     *,
     sleep: Sleep,
     on_retry: OnRetry,
-    allow_retry: Callable[[], bool] | None = None,
+    allow_retry: Callable[[BaseException | None], bool] | None = None,
     rng: random.Random | None = None,
 ) -> tenacity.AsyncRetrying:
     """
@@ -76,14 +76,14 @@ def retrying(
 
     It re-raises the last error when it gives up, so the caller sees what the
     server said last rather than tenacity's wrapper. ``allow_retry`` (the run's
-    retry budget) is asked only when a retry is otherwise due, so a target's
-    last attempt spends nothing.
+    retry budget) is asked, with the error, only when a retry is otherwise
+    due, so a target's last attempt spends nothing.
     """
 
     def may_retry(state: tenacity.RetryCallState) -> bool:
         if allow_retry is None or state.attempt_number >= settings.max_attempts:
             return True
-        return allow_retry()
+        return allow_retry(state.outcome.exception() if state.outcome else None)
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -304,7 +304,11 @@ class Runner:
         Sync one target, retrying transient failures, and return its outcome.
         """
 
-        def allow_retry() -> bool:
+        def allow_retry(error: BaseException | None) -> bool:
+            # A 429's retry waits for the adaptive pace, which already holds
+            # the load to what the server admits: it spends no budget.
+            if isinstance(error, ThrottledError):
+                return True
             progress.budget_denied = not self._budget.try_spend()
             return not progress.budget_denied
 

@@ -81,3 +81,20 @@ async def test_budget_leaves_ordinary_blips_alone(
 
     assert {o.status for o in result.outcomes} == {"succeeded"}
     assert len(sim.sync_requests()) == 40
+
+
+async def test_throttled_retries_spend_no_budget(
+    simulator: StartSimulator, plan_from: PlanFrom
+) -> None:
+    """Retries after 429s succeed even with an empty budget: the pace handles them."""
+    faults = {f"ds-{i:04d}": [{"status": 429}] * 2 for i in range(1, 11)}
+    sim = await simulator(plan_from({"faults": faults}))
+
+    result = await run_against(
+        sim,
+        targets(10),
+        retry=RetrySettings(5, 0.0, 0.0, budget_ratio=0.0, budget_floor=0),
+    )
+
+    assert {o.status for o in result.outcomes} == {"succeeded"}
+    assert len(sim.sync_requests()) == 30
