@@ -1,15 +1,19 @@
 """
 The retry policy: what is retried, how long it waits, when it gives up.
 
-Built on tenacity. It knows which errors are transient (each error says so
-itself) and nothing of HTTP; the runner supplies the sleep, so a stopping run
-can cut a wait short, and a hook that hears of every scheduled retry.
+It knows which errors are transient (each error says so itself) and nothing
+of HTTP; the runner supplies the sleep, so a stopping run can cut a wait short,
+and a hook that hears of every scheduled retry. :func:`retrying` is the policy
+as a tenacity controller; :func:`call` is the same policy as a plain loop for
+the run's hot path, where tenacity's per-call set-up was the largest cost of
+ours in a profile of 10,000 unthrottled targets (bench/).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import tenacity
 
@@ -18,6 +22,8 @@ from orchestrator.errors import OrchestratorError
 
 OnRetry = Callable[[OrchestratorError, int, float], None]
 Sleep = Callable[[float], Awaitable[None]]
+AllowRetry = Callable[[BaseException | None], bool]
+_T = TypeVar("_T")
 _RNG = random.Random()
 
 
@@ -68,7 +74,7 @@ def retrying(
     *,
     sleep: Sleep,
     on_retry: OnRetry,
-    allow_retry: Callable[[BaseException | None], bool] | None = None,
+    allow_retry: AllowRetry | None = None,
     rng: random.Random | None = None,
 ) -> tenacity.AsyncRetrying:
     """
@@ -103,3 +109,34 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+async def call(
+    attempt: Callable[[], Awaitable[_T]],
+    settings: RetrySettings,
+    *,
+    sleep: Sleep,
+    on_retry: OnRetry,
+    allow_retry: AllowRetry | None = None,
+    rng: random.Random | None = None,
+) -> _T:
+    """
+    Await ``attempt()`` until it succeeds, retrying transient errors per ``settings``.
+
+    The policy of :func:`retrying`, step for step: the last error is re-raised
+    when attempts run out, ``allow_retry`` is asked only when a retry is
+    otherwise due, and ``on_retry`` hears of each wait before it starts.
+    """
+    number = 1
+    while True:
+        try:
+            return await attempt()
+        except OrchestratorError as error:
+            if not error.transient or number >= settings.max_attempts:
+                raise
+            if allow_retry is not None and not allow_retry(error):
+                raise
+            waited_s = wait_s(error, number, settings, rng)
+            on_retry(error, number, waited_s)
+            await sleep(waited_s)
+            number += 1

@@ -312,17 +312,15 @@ class Runner:
             progress.budget_denied = not self._budget.try_spend()
             return not progress.budget_denied
 
-        retrying = retry.retrying(
-            self._settings.retry,
-            sleep=self._backoff,
-            on_retry=self._on_retry,
-            allow_retry=allow_retry,
-        )
         self._budget.record_first_attempt()
         try:
-            async for attempt in retrying:
-                with attempt:
-                    accepted = await self._attempt(progress)
+            accepted = await retry.call(
+                lambda: self._attempt(progress),
+                self._settings.retry,
+                sleep=self._backoff,
+                on_retry=self._on_retry,
+                allow_retry=allow_retry,
+            )
         except ApiError as error:
             progress.last_error = error
             if error.stops_run:

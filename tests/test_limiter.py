@@ -185,7 +185,7 @@ async def test_burst_lets_that_many_go_back_to_back_after_idle() -> None:
     times = sorted(await release_times(limiter, count=7, workers=7))
 
     assert times[4] == pytest.approx(times[0])
-    assert times[5] - times[0] == pytest.approx(0.2)
+    assert times[5] - times[0] == pytest.approx(0.2, rel=1e-3)
     assert max_in_window([1000.0, *times], 60.0) <= 300
 
 
