@@ -21,8 +21,8 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff format --check orchestrator tests
-	$(BIN)/ruff check orchestrator tests
+	$(BIN)/ruff format --check orchestrator tests bench
+	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed
