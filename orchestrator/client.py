@@ -25,6 +25,7 @@ from yarl import URL
 
 from orchestrator import __version__
 from orchestrator.auth import Auth, RequestInfo
+from orchestrator.config import Settings
 from orchestrator.errors import (
     ApiError,
     AuthError,
@@ -386,6 +387,21 @@ class _SendState:
         self.happened = True
         if self.on_sent is not None:
             self.on_sent()
+
+
+def client_for(
+    settings: Settings, auth: Auth, ssl_context: ssl.SSLContext | None
+) -> ModelArtsClient:
+    """
+    Return the client a run's settings ask for: endpoint, timeout, pool size, TLS.
+    """
+    return ModelArtsClient(
+        settings.endpoint,
+        auth,
+        timeout_s=settings.timeout_s,
+        concurrency=settings.concurrency,
+        ssl_context=ssl_context,
+    )
 
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | None:

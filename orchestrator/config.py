@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from orchestrator.errors import ConfigError
 from orchestrator.yamldoc import Document, RuleError, line, message, opened, short
@@ -112,6 +112,21 @@ class RetrySettings:
     max_attempts: int = 5
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 60.0
+    # The run's retries may number at most budget_ratio of its first attempts
+    # plus budget_floor (a floor so a small run can still retry).
+    budget_ratio: float = 0.1
+    budget_floor: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    """
+    When to stop sending to an endpoint that keeps failing; failures 0 is off.
+    """
+
+    failures: int = 10
+    cooldown_s: float = 30.0
+    probes: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +172,8 @@ class Settings:
     auth: AuthSettings | None = None
     ca_bundle: Path | None = None
     rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
+    rate_window_s: float = 1.0
+    rate_burst: int = 1
     concurrency: int = DEFAULT_CONCURRENCY
     timeout_s: float = DEFAULT_TIMEOUT_S
     deadline_s: float | None = None
@@ -166,6 +183,7 @@ class Settings:
     halt: HaltSettings | None = None
     wait: WaitSettings = field(default_factory=WaitSettings)
     selectors: tuple[Selector, ...] = ()
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
 
 
 _LONG_ENV_VALUE = 32
@@ -187,6 +205,7 @@ _TOP_KEYS = (
     "max_failure_ratio",
     "halt",
     "wait",
+    "circuit",
     "targets",
 )
 # Which auth keys each type takes; "type" goes with all of them.
@@ -197,8 +216,24 @@ _AUTH_TYPE_KEYS = {
 }
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_TYPE_KEYS.values() for key in keys))
 _AUTH_TYPES = tuple(_AUTH_TYPE_KEYS)
-_RETRY_KEYS = ("max_attempts", "initial_backoff", "max_backoff")
+_RETRY_KEYS = (
+    "max_attempts",
+    "initial_backoff",
+    "max_backoff",
+    "budget_ratio",
+    "budget_floor",
+)
 _HALT_KEYS = ("failure_ratio", "min_targets")
+_CIRCUIT_KEYS = ("failures", "cooldown", "probes")
+_RATE_KEYS = ("limit", "burst")
+# "N/T": N requests per T, T a unit with an optional count ("100/10s").
+_RATE_PATTERN = re.compile(
+    r"\s*(?P<n>\d+(?:\.\d+)?)\s*/\s*(?P<count>\d+(?:\.\d+)?)?\s*"
+    r"(?P<unit>s|sec|second|m|min|minute|h|hr|hour)s?\s*"
+)
+_UNIT_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0}
+_UNIT_S |= {"minute": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0}
+_RATE_RULE = "must be a number > 0 (per second) or N per period such as '300/min'"
 # A target names its datasets by exactly one of these, beside project_id.
 _TARGET_SELECTORS = ("dataset_id", "dataset_name", "datasets", "dataset_names")
 _WAIT_KEYS = ("enabled", "poll_interval", "timeout")
@@ -234,7 +269,7 @@ def apply_overrides(
     settings: Settings,
     *,
     endpoint: str | None = None,
-    rate_limit: float | None = None,
+    rate_limit: float | str | None = None,
     concurrency: int | None = None,
     wait: bool | None = None,
 ) -> Settings:
@@ -247,19 +282,34 @@ def apply_overrides(
     if endpoint is not None:
         endpoint = _flag("--endpoint", endpoint, _endpoint)
     if rate_limit is not None:
-        rate_limit = _flag("--rate-limit", rate_limit, _rate_limit)
+        per_s, window_s = _flag("--rate-limit", _plain(rate_limit), _rate_limit)
+        settings = replace(
+            settings,
+            rate_limit_per_s=per_s,
+            rate_window_s=window_s,
+            rate_burst=min(settings.rate_burst, _window_count(per_s, window_s)),
+        )
     if concurrency is not None:
         concurrency = _flag("--concurrency", concurrency, _concurrency)
 
     return replace(
         settings,
         endpoint=settings.endpoint if endpoint is None else endpoint,
-        rate_limit_per_s=(
-            settings.rate_limit_per_s if rate_limit is None else rate_limit
-        ),
         concurrency=settings.concurrency if concurrency is None else concurrency,
         wait=settings.wait if not wait else replace(settings.wait, enabled=True),
     )
+
+
+def _plain(value: float | str) -> object:
+    """
+    Read a flag's text as a number when it spells one ("50"), else keep it.
+    """
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _flag(flag: str, value: object, check: Callable[[object], _T]) -> _T:
@@ -294,9 +344,7 @@ def _settings(doc: Document, path: Path) -> Settings:
         endpoint=doc.check(fields["endpoint"], "endpoint", _endpoint),
         auth=_auth(doc, fields.get("auth")),
         ca_bundle=_ca_bundle(doc, fields.get("ca_bundle"), path),
-        rate_limit_per_s=doc.optional(
-            fields, "rate_limit", _rate_limit, DEFAULT_RATE_LIMIT_PER_S
-        ),
+        **_pace(doc, fields.get("rate_limit")),
         concurrency=doc.optional(
             fields, "concurrency", _concurrency, DEFAULT_CONCURRENCY
         ),
@@ -309,6 +357,7 @@ def _settings(doc: Document, path: Path) -> Settings:
         max_failure_ratio=doc.optional(fields, "max_failure_ratio", _ratio, 0.0),
         halt=_halt(doc, fields.get("halt")),
         wait=_wait(doc, fields.get("wait")),
+        circuit=_circuit(doc, fields.get("circuit")),
         targets=targets,
         selectors=selectors,
     )
@@ -392,6 +441,38 @@ def _ca_bundle(doc: Document, node: Node | None, config_path: Path) -> Path | No
     return path
 
 
+def _pace(doc: Document, node: Node | None) -> dict[str, Any]:
+    """
+    Return the rate limit's settings: a number, "N/T" or {limit: ..., burst: N}.
+    """
+    if node is None:
+        return {}
+    if not isinstance(node, MappingNode):
+        per_s, window_s = doc.check(node, "rate_limit", _rate_limit)
+        return {"rate_limit_per_s": per_s, "rate_window_s": window_s}
+    fields = doc.mapping(
+        node,
+        "rate_limit",
+        _RATE_KEYS,
+        "must be a number, 'N/period' or a mapping such as {limit: 300/min, burst: 5}",
+        required=("limit",),
+    )
+    per_s, window_s = doc.check(fields["limit"], "rate_limit.limit", _rate_limit)
+    burst = doc.optional(fields, "burst", _burst, 1, "rate_limit.")
+    if burst > (most := _window_count(per_s, window_s)):
+        rule = f"must be <= the requests the limit allows per period ({most})"
+        raise doc.error(fields["burst"], "rate_limit.burst", rule, short(burst))
+
+    return {"rate_limit_per_s": per_s, "rate_window_s": window_s, "rate_burst": burst}
+
+
+def _window_count(per_s: float, window_s: float) -> int:
+    """
+    Return N in "N per T": how many may start in one window.
+    """
+    return max(1, math.floor(per_s * window_s + 1e-9))
+
+
 def _retry(doc: Document, node: Node | None) -> RetrySettings:
     """
     Return the retry settings, checking that the backoff range is not inverted.
@@ -412,6 +493,12 @@ def _retry(doc: Document, node: Node | None) -> RetrySettings:
         ),
         max_backoff_s=doc.optional(
             fields, "max_backoff", _backoff, default.max_backoff_s, "retry."
+        ),
+        budget_ratio=doc.optional(
+            fields, "budget_ratio", _budget_ratio, default.budget_ratio, "retry."
+        ),
+        budget_floor=doc.optional(
+            fields, "budget_floor", _budget_floor, default.budget_floor, "retry."
         ),
     )
     if retry.max_backoff_s < retry.initial_backoff_s:
@@ -455,6 +542,28 @@ def _min_targets(value: object) -> int:
     Check how many targets must finish before the halt rule is judged.
     """
     return _whole(value, at_least=1, at_most=1_000_000)
+
+
+def _circuit(doc: Document, node: Node | None) -> CircuitSettings:
+    """
+    Return the circuit breaker's settings.
+    """
+    default = CircuitSettings()
+    if node is None:
+        return default
+    fields = doc.mapping(
+        node, "circuit", _CIRCUIT_KEYS, "must be a mapping such as {failures: 10}"
+    )
+
+    return CircuitSettings(
+        failures=doc.optional(
+            fields, "failures", _circuit_failures, default.failures, "circuit."
+        ),
+        cooldown_s=doc.optional(
+            fields, "cooldown", _cooldown, default.cooldown_s, "circuit."
+        ),
+        probes=doc.optional(fields, "probes", _probes, default.probes, "circuit."),
+    )
 
 
 def _inverted_backoff(
@@ -629,11 +738,30 @@ def _identifier(doc: Document, node: Node, field: str) -> str:
     raise doc.error(node, field, rule, short(value), fix)
 
 
-def _rate_limit(value: object) -> float:
+def _rate_limit(value: object) -> tuple[float, float]:
     """
-    Check requests per second for the whole run.
+    Check the run's rate; return requests per second and the window T in seconds.
+
+    A bare number is per second (T = 1 s); text is "N/T" such as ``300/min``.
     """
-    return _number(value, above=0)
+    if not isinstance(value, str):
+        return _number(value, above=0), 1.0
+    match = _RATE_PATTERN.fullmatch(value)
+    if match is None:
+        raise RuleError(_RATE_RULE, short(value), _number_hint(value, whole=False))
+    count = float(match["n"])
+    window_s = float(match["count"] or 1) * _UNIT_S[match["unit"]]
+    if count <= 0 or window_s <= 0:
+        raise RuleError(_RATE_RULE, short(value))
+
+    return count / window_s, window_s
+
+
+def _burst(value: object) -> int:
+    """
+    Check how many requests may start back to back after an idle spell.
+    """
+    return _whole(value, at_least=1, at_most=100_000)
 
 
 def _concurrency(value: object) -> int:
@@ -681,6 +809,41 @@ def _backoff(value: object) -> float:
     Check a backoff wait in seconds.
     """
     return _number(value, at_least=0)
+
+
+def _budget_ratio(value: object) -> float:
+    """
+    Check the share of first attempts the run may spend on retries.
+    """
+    return _number(value, at_least=0, at_most=10)
+
+
+def _budget_floor(value: object) -> int:
+    """
+    Check the retries the run may spend whatever its size.
+    """
+    return _whole(value, at_least=0, at_most=1_000_000)
+
+
+def _circuit_failures(value: object) -> int:
+    """
+    Check how many targets in a row may fail transiently before sending stops.
+    """
+    return _whole(value, at_least=0, at_most=1_000_000)
+
+
+def _cooldown(value: object) -> float:
+    """
+    Check the seconds an open circuit waits before its next probe.
+    """
+    return _number(value, at_least=0, at_most=3600)
+
+
+def _probes(value: object) -> int:
+    """
+    Check how many failed probes in a row end the run.
+    """
+    return _whole(value, at_least=1, at_most=1000)
 
 
 def _number(

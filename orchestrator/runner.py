@@ -32,6 +32,8 @@ from typing import Protocol, TypeVar
 import structlog
 
 from orchestrator import retry, waiter
+from orchestrator.breaker import CircuitBreaker
+from orchestrator.budget import RetryBudget
 from orchestrator.client import SyncAccepted, SyncStatus
 from orchestrator.config import Settings, Target
 from orchestrator.errors import (
@@ -40,6 +42,7 @@ from orchestrator.errors import (
     CredentialUnavailableError,
     OrchestratorError,
     StoppedError,
+    ThrottledError,
     TlsError,
     TransportError,
 )
@@ -115,6 +118,12 @@ class _RunStoppedError(Exception):
     """
 
 
+class _CircuitOpenedError(Exception):
+    """
+    Raised before sending when the circuit opened while the request waited.
+    """
+
+
 @dataclass(slots=True)
 class _Progress:
     """
@@ -126,6 +135,7 @@ class _Progress:
     history: list[Attempt] = field(default_factory=list)
     sending: bool = False
     last_error: ApiError | None = None
+    budget_denied: bool = False
 
     def outcome(
         self, status: Status, reason: str | None, accepted: SyncAccepted | None = None
@@ -167,9 +177,21 @@ class Runner:
         self._client = client
         self._clock = clock or MonotonicClock()
         self._limiter = limiter or RateLimiter(
-            settings.rate_limit_per_s, clock=self._clock
+            settings.rate_limit_per_s,
+            window_s=settings.rate_window_s,
+            burst=settings.rate_burst,
+            clock=self._clock,
         )
         self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._budget = RetryBudget(
+            settings.retry.budget_ratio, settings.retry.budget_floor
+        )
+        self._breaker = CircuitBreaker(
+            settings.circuit,
+            endpoint=settings.endpoint,
+            clock=self._clock,
+            on_gave_up=lambda: self.stop("circuit_open"),
+        )
         self._stop_reason: str | None = None
         self._workers: dict[asyncio.Task[None], _Progress | None] = {}
         self._waits: set[asyncio.Task[None]] = set()
@@ -414,22 +436,67 @@ class Runner:
         """
         if progress.target.already_running:
             return replace(progress.outcome("succeeded", None), already_running=True)
-        retrying = retry.retrying(
-            self._settings.retry, sleep=self._backoff, on_retry=self._on_retry
-        )
+
+        def allow_retry(error: BaseException | None) -> bool:
+            # A 429's retry waits for the adaptive pace, which already holds
+            # the load to what the server admits: it spends no budget.
+            if isinstance(error, ThrottledError):
+                return True
+            progress.budget_denied = not self._budget.try_spend()
+            return not progress.budget_denied
+
+        self._budget.record_first_attempt()
         try:
-            async for attempt in retrying:
-                with attempt:
-                    accepted = await self._attempt(progress)
+            accepted = await retry.call(
+                lambda: self._attempt(progress),
+                self._settings.retry,
+                sleep=self._backoff,
+                on_retry=self._on_retry,
+                allow_retry=allow_retry,
+            )
         except ApiError as error:
             progress.last_error = error
             if error.stops_run:
                 self.stop(error.reason)
-            return progress.outcome("failed", _failure_reason(error))
+            reason = _failure_reason(error)
+            if reason == "retries_exhausted":
+                self._breaker.on_target_failed()
+            else:
+                self._breaker.on_target_answered()
+            if reason == "retries_exhausted" and progress.budget_denied:
+                reason = "retry_budget_exhausted"
+            return progress.outcome("failed", reason)
 
+        self._breaker.on_target_answered()
         return progress.outcome("succeeded", None, accepted)
 
     async def _attempt(self, progress: _Progress) -> SyncAccepted:
+        """
+        Send one request once the circuit admits it; a probe's result steers it.
+        """
+        while True:
+            if self._stop_reason is not None:
+                raise _RunStoppedError
+            if await self._breaker.admit():
+                break
+            try:
+                return await self._send(progress, probe=False)
+            except _CircuitOpenedError:
+                continue  # it opened while this request waited for its turn
+
+        answered: bool | None = None
+        try:
+            accepted = await self._send(progress, probe=True)
+            answered = True
+        except ApiError as error:
+            answered = not error.transient
+            raise
+        finally:
+            self._breaker.on_probe_done(answered=answered)
+
+        return accepted
+
+    async def _send(self, progress: _Progress, *, probe: bool) -> SyncAccepted:
         """
         Send one request for the target once a connection and the pace allow.
         """
@@ -439,6 +506,8 @@ class Runner:
 
         async with self._in_flight:
             ticket = await self._limiter.acquire()
+            if not probe and self._breaker.state != "closed":
+                raise _CircuitOpenedError
             offset_s = ticket.released_at - self._started_mono
             progress.sending = True
             try:
@@ -450,6 +519,8 @@ class Runner:
             except ApiError as error:
                 progress.last_error = error
                 progress.history.append(self._failed_attempt(offset_s, error))
+                if isinstance(error, ThrottledError) and error.retry_after_s is None:
+                    self._limiter.on_throttled(ticket.released_at)
                 raise
             except asyncio.CancelledError:
                 duration_ms = self._elapsed_ms(ticket.released_at)

@@ -367,6 +367,12 @@ class Simulator:
         """
         return [r for r in self._received if r.kind == "sync"]
 
+    def set_rate_limit(self, rate_per_s: float | None) -> None:
+        """
+        Change the server's own rate limit while it runs (None: no limit).
+        """
+        self._rate_cap = None if rate_per_s is None else math.floor(rate_per_s)
+
     def peak_arrivals(self, window_s: float = 1.0, kind: str | None = "sync") -> int:
         """
         Return the most requests of ``kind`` (None: any) that arrived within any

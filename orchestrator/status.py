@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator import targets
 from orchestrator.auth import Auth
-from orchestrator.client import ModelArtsClient, SyncStatus
+from orchestrator.client import ModelArtsClient, SyncStatus, client_for
 from orchestrator.config import Settings, Target
 from orchestrator.errors import ApiError, AuthError, StoppedError
 from orchestrator.report import Outcome
@@ -38,13 +38,7 @@ async def read_states(
     ``ambiguous_name``, ``auth_failed``, ...), ``skipped`` the reason a target
     needs no sync (``unsupported_type``); both are None for a state read.
     """
-    async with ModelArtsClient(
-        settings.endpoint,
-        credential,
-        timeout_s=settings.timeout_s,
-        concurrency=settings.concurrency,
-        ssl_context=ssl_context,
-    ) as client:
+    async with client_for(settings, credential, ssl_context) as client:
         runner = Runner(settings, client)
         try:
             list_page = targets.paced_lister(runner, client)

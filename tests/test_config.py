@@ -301,6 +301,29 @@ def _assert_names(path: Path, line: int, field: str, got: str | None) -> str:
         pytest.param(
             "rate_limit: !!python/name:os.system x", 2, "rate_limit", "'x'", id="tag"
         ),
+        pytest.param("rate_limit: 5/fortnight", 2, "rate_limit", None, id="rate-unit"),
+        pytest.param("rate_limit: 0/min", 2, "rate_limit", "'0/min'", id="rate-zero"),
+        pytest.param("rate_limit: -5/min", 2, "rate_limit", None, id="rate-neg"),
+        pytest.param(
+            "rate_limit: {burst: 3}", 2, "rate_limit.limit", None, id="rate-no-limit"
+        ),
+        pytest.param(
+            "rate_limit: {limit: 10/min, burst: 11}",
+            2,
+            "rate_limit.burst",
+            "11",
+            id="burst-above-n",
+        ),
+        pytest.param(
+            "rate_limit: {limit: 10, burst: 0}",
+            2,
+            "rate_limit.burst",
+            "0",
+            id="burst-0",
+        ),
+        pytest.param(
+            "rate_limit: {limit: 10, bust: 2}", 2, "rate_limit.bust", None, id="typo"
+        ),
     ],
 )
 def test_refuses_a_bad_setting(
@@ -972,3 +995,51 @@ def test_refuses_bad_wait_settings(
     path = _write(tmp_path, _yaml(ENDPOINT, lines, TARGETS))
 
     _assert_names(path, 2, field, got)
+
+
+@pytest.mark.parametrize(
+    ("written", "per_s", "window_s", "burst"),
+    [
+        pytest.param("300/min", 5.0, 60.0, 1, id="per-min"),
+        pytest.param("'300 / minute'", 5.0, 60.0, 1, id="spaced-long-unit"),
+        pytest.param("20/s", 20.0, 1.0, 1, id="per-s"),
+        pytest.param("100/10s", 10.0, 10.0, 1, id="per-10s"),
+        pytest.param("3600/h", 1.0, 3600.0, 1, id="per-hour"),
+        pytest.param("2.5", 2.5, 1.0, 1, id="number"),
+        pytest.param("{limit: 300/min, burst: 10}", 5.0, 60.0, 10, id="burst"),
+        pytest.param("{limit: 40}", 40.0, 1.0, 1, id="mapping-number"),
+    ],
+)
+def test_rate_limit_reads_n_per_t_and_burst(
+    tmp_path: Path, written: str, per_s: float, window_s: float, burst: int
+) -> None:
+    """rate_limit takes a number per second, 'N/T' text, or {limit, burst}."""
+    path = _write(tmp_path, _yaml(ENDPOINT, f"rate_limit: {written}", TARGETS))
+
+    settings = config.load(path)
+
+    assert settings.rate_limit_per_s == pytest.approx(per_s)
+    assert (settings.rate_window_s, settings.rate_burst) == (window_s, burst)
+
+
+@pytest.mark.parametrize(
+    ("flag", "per_s", "window_s"),
+    [
+        pytest.param("300/min", 5.0, 60.0, id="per-min"),
+        pytest.param("50", 50.0, 1.0, id="number-text"),
+    ],
+)
+def test_rate_limit_flag_takes_the_same_forms(
+    settings: Settings, flag: str, per_s: float, window_s: float
+) -> None:
+    """--rate-limit accepts 'N/T' as well as a plain number."""
+    overridden = config.apply_overrides(settings, rate_limit=flag)
+
+    assert overridden.rate_limit_per_s == per_s
+    assert overridden.rate_window_s == window_s
+
+
+def test_rate_limit_flag_names_the_rule_for_bad_text(settings: Settings) -> None:
+    """A --rate-limit that is neither a number nor N/T is refused, flag named."""
+    with pytest.raises(ConfigError, match=r"^--rate-limit: must be a number > 0 "):
+        config.apply_overrides(settings, rate_limit="fast")

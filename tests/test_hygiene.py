@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.auth import Secret, TokenAuth
 from orchestrator.client import ModelArtsClient
-from orchestrator.config import RetrySettings, Target
+from orchestrator.config import CircuitSettings, RetrySettings, Target
 from orchestrator.runner import Runner
 from orchestrator.simulator import Plan, Simulator
 from tests.conftest import TOKEN, SimProcess, settings_for, targets
@@ -78,7 +78,11 @@ async def test_memory_does_not_grow_with_attempts(
         retained = []
         for max_attempts in (2, 4, 8):
             attempts = await run_in_process(
-                sim.url, work, retry=RetrySettings(max_attempts, 0.0, 0.0)
+                sim.url,
+                work,
+                # No retry budget: every attempt must happen for the count to hold.
+                retry=RetrySettings(max_attempts, 0.0, 0.0, budget_ratio=10.0),
+                circuit=CircuitSettings(failures=0),
             )
             assert attempts == 100 * max_attempts
             gc.collect()

@@ -23,7 +23,7 @@ KILL_TIMEOUT_S = 30.0
 
 
 def outcome(dataset_id: str, status: str = "succeeded") -> Outcome:
-    return Outcome(PROJECT, dataset_id, status, finished_at=1.0)  # type: ignore[arg-type]
+    return Outcome(PROJECT, dataset_id, status, finished_at=1.0)
 
 
 def test_journal_has_a_header_and_one_line_per_outcome(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import asyncio
 import bisect
 
 import pytest
+from structlog.testing import capture_logs
 
-from orchestrator.limiter import DEFAULT_MARGIN_S, RateLimiter
+from orchestrator.limiter import DEFAULT_MARGIN_S, RateLimiter, Ticket
 
 
 class FakeClock:
@@ -152,3 +153,102 @@ async def test_releases_in_arrival_order() -> None:
     await asyncio.gather(*tasks)
 
     assert order == list(range(6))
+
+
+@pytest.mark.parametrize(
+    ("count", "window_s"),
+    [
+        pytest.param(300, 60.0, id="300-per-min"),
+        pytest.param(20, 10.0, id="20-per-10s"),
+        pytest.param(7, 60.0, id="7-per-min"),
+    ],
+)
+async def test_n_per_t_holds_in_every_window_and_is_smooth(
+    count: int, window_s: float
+) -> None:
+    """No window of T holds more than N starts, and the first second is not a burst."""
+    clock = FakeClock(lateness_s=0.001)
+    limiter = RateLimiter(count / window_s, window_s=window_s, clock=clock)
+
+    times = await release_times(limiter, count=count * 3)
+
+    assert max_in_window(times, window_s) <= count
+    assert max_in_window(times, window_s / count * 0.999) == 1
+    assert achieved_rate(times) >= 0.99 * count / window_s
+
+
+async def test_burst_lets_that_many_go_back_to_back_after_idle() -> None:
+    """With burst 5, five start at once after idling; the sixth waits an interval."""
+    clock = FakeClock()
+    limiter = RateLimiter(300 / 60, window_s=60.0, burst=5, clock=clock)
+    await release_times(limiter, count=1)
+    clock.t += 120.0
+
+    times = sorted(await release_times(limiter, count=7, workers=7))
+
+    assert times[4] == pytest.approx(times[0])
+    assert times[5] - times[0] == pytest.approx(0.2, rel=1e-3)
+    assert max_in_window([1000.0, *times], 60.0) <= 300
+
+
+async def test_throttle_cuts_the_rate_once_per_round_then_regrows_to_ceiling() -> None:
+    """A 429 cuts the rate to 70 %; 429s of earlier releases change nothing more."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock)
+    tickets = [await limiter.acquire() for _ in range(10)]
+
+    with capture_logs() as logged:
+        limiter.on_throttled(tickets[5].released_at)
+        limiter.on_throttled(tickets[9].released_at)
+        cut = limiter.rate_per_s
+        times = await release_times(limiter, count=2000, workers=4)
+
+    assert cut == pytest.approx(70.0)
+    assert limiter.rate_per_s == 100.0
+    events = [e for e in logged if e["event"].startswith("limiter.")]
+    assert [e["event"] for e in events].count("limiter.rate_decreased") == 1
+    assert events[-1]["rate_per_s"] == 100.0
+    assert all(e["rate_per_s"] <= 100.0 for e in events)
+    assert set(events[0]) >= {"rate_per_s", "previous_rate_per_s", "ceiling_per_s"}
+    assert max_in_window(times) <= 100
+
+
+async def release_tickets(limiter: RateLimiter, count: int) -> list[Ticket]:
+    tickets = []
+    for _ in range(count):
+        ticket = await limiter.acquire()
+        ticket.mark_sent()
+        tickets.append(ticket)
+    return tickets
+
+
+async def test_scattered_429s_do_not_cut_until_they_are_2_percent() -> None:
+    """At 200/s one 429 in a window's 200 releases is noise: the rate holds."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock)
+    tickets = await release_tickets(limiter, 200)
+
+    limiter.on_throttled(tickets[100].released_at)
+    limiter.on_throttled(tickets[150].released_at)
+    held = limiter.rate_per_s
+    limiter.on_throttled(tickets[180].released_at)
+    limiter.on_throttled(tickets[190].released_at)
+
+    assert held == 200.0
+    assert limiter.rate_per_s == pytest.approx(140.0)
+
+
+async def test_throttle_during_regrowth_cuts_again_from_the_current_rate() -> None:
+    """A 429 for a request released a window after the last cut cuts again."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock)
+    first = await limiter.acquire()
+    limiter.on_throttled(first.released_at)
+    within_round = await limiter.acquire()
+    limiter.on_throttled(within_round.released_at)
+    clock.t += 1.0
+    later = await limiter.acquire()
+
+    limiter.on_throttled(later.released_at)
+
+    assert limiter.rate_per_s == pytest.approx(49.0, rel=0.02)

@@ -31,7 +31,7 @@ def samples(path: Path) -> dict[str, float]:
 
 def document(finished_at: float, status: str = "succeeded") -> dict[str, Any]:
     outcome = Outcome(
-        PROJECT, "ds-1", status, started_at=finished_at - 1, finished_at=finished_at,  # type: ignore[arg-type]
+        PROJECT, "ds-1", status, started_at=finished_at - 1, finished_at=finished_at,
         history=(Attempt(0.0, 5.0, 429), Attempt(1.0, 5.0, 200)),
     )  # fmt: skip
     facts = RunFacts(

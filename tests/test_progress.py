@@ -24,7 +24,7 @@ from tests.test_cli import StartSim, cli, write_config
 def finished(index: int, status: str = "succeeded", attempts: int = 1) -> Outcome:
     history = tuple(Attempt(0.0, 1.0, http_status=200) for _ in range(attempts))
     return Outcome(
-        PROJECT, f"ds-{index:04d}", status, started_at=1.0, finished_at=2.0,  # type: ignore[arg-type]
+        PROJECT, f"ds-{index:04d}", status, started_at=1.0, finished_at=2.0,
         history=history,
     )  # fmt: skip
 

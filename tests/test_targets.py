@@ -88,7 +88,7 @@ async def test_250_datasets_resolve_across_pages_in_either_offset_mode(
     simulator: StartSimulator, mode: str, queries: list[str]
 ) -> None:
     """All 250 datasets come back once, in list order, whichever rule offset follows."""
-    plan = Plan(token=TOKEN, datasets=catalogue(250), list_offset_mode=mode)  # type: ignore[arg-type]
+    plan = Plan(token=TOKEN, datasets=catalogue(250), list_offset_mode=mode)
     sim = await simulator(plan)
 
     resolved, sent = await resolve_with(

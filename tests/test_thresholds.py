@@ -17,7 +17,7 @@ from tests.conftest import PROJECT
 from tests.test_cli import StartSim, cli, load_report, write_config
 
 
-def summary_of(failed: int, cancelled: int = 0, skipped: int = 0, total: int = 10):  # type: ignore[no-untyped-def]
+def summary_of(failed: int, cancelled: int = 0, skipped: int = 0, total: int = 10):
     return {
         "stop_reason": None,
         "summary": {
@@ -60,7 +60,7 @@ def test_halt_watch_stops_once_enough_targets_failed() -> None:
     statuses = ["failed", "failed", "failed", "succeeded", "failed", "failed"]
 
     for index, status in enumerate(statuses):
-        watch.on_outcome(Outcome(PROJECT, f"ds-{index}", status))  # type: ignore[arg-type]
+        watch.on_outcome(Outcome(PROJECT, f"ds-{index}", status))
         if index == 2:
             assert stops == []
 
