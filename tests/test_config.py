@@ -1043,3 +1043,19 @@ def test_rate_limit_flag_names_the_rule_for_bad_text(settings: Settings) -> None
     """A --rate-limit that is neither a number nor N/T is refused, flag named."""
     with pytest.raises(ConfigError, match=r"^--rate-limit: must be a number > 0 "):
         config.apply_overrides(settings, rate_limit="fast")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("example.yaml", id="example"),
+        pytest.param("nightly.yaml", id="nightly"),
+    ],
+)
+def test_shipped_example_configs_load(name: str) -> None:
+    """The configs/ examples the README points to pass every check."""
+    path = Path(__file__).parent.parent / "configs" / name
+
+    settings = config.load(path)
+
+    assert settings.targets or settings.selectors

@@ -184,3 +184,12 @@ def test_inconsistent_faults_and_plans_are_refused(build: Any, message: str) -> 
     """Fault and Plan refuse values that cannot mean anything."""
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_the_demo_plan_loads() -> None:
+    """configs/demo-plan.yaml, which `make demo` plays, is a valid plan."""
+    path = Path(__file__).parent.parent / "configs" / "demo-plan.yaml"
+
+    plan = load_plan(path)
+
+    assert plan.faults
