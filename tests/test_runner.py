@@ -379,17 +379,16 @@ async def test_nothing_new_reaches_the_server_100_ms_after_stop(
 async def test_throttling_adapts_down_to_the_server_limit_and_back_up(
     simulator: StartSimulator, plan_from: PlanFrom
 ) -> None:
-    """429s without Retry-After slow the run to the server's 20/s, then regrow to 40/s.
+    """429s without Retry-After slow the run to the server's 50/s, then regrow to 100/s.
 
-    A scaled-down version of the benchmark's 50/s-server scenario (settled
-    3 s after the first 429 rather than 5 s, one 4-5 s window) so the test
-    stays near 16 s.
+    The issue's scenario: settled from 3 s after the first 429 (the issue allows
+    5 s) until the limit is lifted; then the pace must climb back.
     """
-    sim = await simulator(plan_from({"rate_limit": 20}))
+    sim = await simulator(plan_from({"rate_limit": 50}))
 
     def arm(runner: Runner) -> None:
         async def lift_limit() -> None:
-            await sim.wait_for_requests(170, timeout_s=30.0)
+            await sim.wait_for_requests(500, timeout_s=60.0)
             sim.set_rate_limit(None)
 
         asyncio.get_running_loop().create_task(lift_limit())
@@ -397,8 +396,8 @@ async def test_throttling_adapts_down_to_the_server_limit_and_back_up(
     with capture_logs() as logged:
         result = await run_against(
             sim,
-            targets(330),
-            rate_limit_per_s=40.0,
+            targets(1500),
+            rate_limit_per_s=100.0,
             concurrency=8,
             retry=RetrySettings(8, 0.2, 1.0),
             runner_hook=arm,
@@ -406,21 +405,21 @@ async def test_throttling_adapts_down_to_the_server_limit_and_back_up(
 
     received = sim.sync_requests()
     first_429 = next(r.arrived_s for r in received if r.status == 429)
-    lifted = received[170].arrived_s
+    lifted = received[500].arrived_s
     settled = [r for r in received if first_429 + 3.0 <= r.arrived_s < lifted]
     throttled = sum(r.status == 429 for r in settled)
     assert throttled / len(settled) < 0.05
     ok_rate = (len(settled) - throttled) / (
         settled[-1].arrived_s - settled[0].arrived_s
     )
-    assert ok_rate >= 0.85 * 20
+    assert ok_rate >= 0.85 * 50
     after = sorted(r.arrived_s for r in received if r.arrived_s >= lifted)
     busiest = max(bisect.bisect_left(after, t + 1.0) - i for i, t in enumerate(after))
-    assert busiest >= 0.9 * 40
+    assert busiest >= 0.9 * 100
     # One over: this simulator shares the test's event loop, so its arrival
     # stamps trail real sends by a few ms at times; the strict ceiling is
     # measured from a separate process in bench/.
-    assert sim.peak_arrivals() <= 40 + 1
+    assert sim.peak_arrivals() <= 100 + 1
     assert {o.status for o in result.outcomes} == {"succeeded"}
     events = Counter(e["event"] for e in logged)
     assert events["limiter.rate_decreased"] >= 1
