@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,27 @@ def start_sim(work: Path, name: str, plan: str, script: list[str] | None = None)
     return Sim(line.split()[-1], log, popen)
 
 
+# Clients run at a lower priority than the simulators: the simulator stands in
+# for a server with its own CPUs, and on a 2-core box a client that preempts it
+# makes its arrival stamps bunch up (a stalled loop stamps a backlog at once),
+# which measures the box rather than the client's pacing. Every tool gets the
+# same treatment.
+CLIENT_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    os.nice(CLIENT_NICENESS)
+
+
 def spawn(name: str, command: list[str]) -> Proc:
     started = time.monotonic()
     popen = subprocess.Popen(
-        command, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_lower_priority,
     )
     return Proc(name, started, popen=popen)
 
@@ -549,30 +567,51 @@ def markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(out)
 
 
+SCENARIOS: dict[str, Callable[[Path, int], dict[str, Any]]] = {
+    "overhead": overhead,
+    "makespan": makespan,
+    "scale": scale_run,
+    "adaptive": adaptive,
+    "pacing": pacing,
+}
+
+
+def _without_series(found: dict[str, Any]) -> dict[str, Any]:
+    """
+    Return a scenario's figures without its per-request series, for printing.
+    """
+    return {
+        key: _without_series(value) if isinstance(value, dict) else value
+        for key, value in found.items()
+        if key not in {"rows", "times", "series"}
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tenth of every count")
     parser.add_argument("--out", type=Path, default=DOCS)
-    parser.add_argument("--only", choices=["overhead"], help="one scenario, printed")
+    parser.add_argument(
+        "--only",
+        choices=sorted(SCENARIOS),
+        help="run one scenario and print its figures; writes nothing",
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
+        if args.only:
+            found = SCENARIOS[args.only](work, scale)
+            print(json.dumps(_without_series(found), indent=2), flush=True)
+            return
         results: dict[str, Any] = {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine(),
         }
-        results["overhead"] = overhead(work, scale)
-        if args.only:
-            return
-        results["makespan"] = makespan(work, scale)
-        print(f"makespan: {results['makespan']}", flush=True)
-        results["scale"] = scale_run(work, scale)
-        print(f"scale: {results['scale']}", flush=True)
-        results["adaptive"] = adaptive(work, scale)
-        print({k: v for k, v in results["adaptive"].items() if k != "rows"}, flush=True)
-        results["pacing"] = pacing(work, scale)
+        for name, scenario in SCENARIOS.items():
+            results[name] = scenario(work, scale)
+            print(f"{name}: {_without_series(results[name])}", flush=True)
     plot(results["pacing"], results["adaptive"], args.out / "benchmarks.png")
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     (args.out / "benchmarks.md").write_text(markdown(results, command))
