@@ -21,7 +21,15 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from orchestrator.errors import ConfigError
-from orchestrator.yamldoc import Document, RuleError, line, message, opened, short
+from orchestrator.yamldoc import (
+    Document,
+    RuleError,
+    StreamedList,
+    line,
+    message,
+    opened,
+    short,
+)
 
 DEFAULT_RATE_LIMIT_PER_S = 10.0
 DEFAULT_CONCURRENCY = 8
@@ -261,7 +269,13 @@ def load(path: Path) -> Settings:
         ConfigError: The file cannot be read, is not YAML, or breaks a rule.
     """
     too_large_fix = "split the targets over several files"
-    with opened(path, "config file", too_large_fix, _ENV_VARIABLE_FIX) as doc:
+    with opened(
+        path,
+        "config file",
+        too_large_fix,
+        _ENV_VARIABLE_FIX,
+        streamed={"targets": _target},
+    ) as doc:
         return _settings(doc, path)
 
 
@@ -588,50 +602,68 @@ def _targets(
 ) -> tuple[tuple[Target, ...], tuple[Selector, ...]]:
     """
     Return the explicit targets and the selectors, each with its item's line.
+
+    A plain list was read item by item while the file was parsed (see `load`);
+    one given by an alias or with an anchor is read here.
     """
     rule = "must be a non-empty list of {project_id: ..., dataset_id: ...}"
-    items = doc.items(node, "targets", rule)
-    if not items:
+    if isinstance(node, StreamedList):
+        read = node.results
+    else:
+        read = [
+            _target(doc, item, i)
+            for i, item in enumerate(doc.items(node, "targets", rule))
+        ]
+    if not read:
         raise doc.error(node, "targets", rule, doc.preview(node))
 
     targets: list[Target] = []
     selectors: list[Selector] = []
-    for index, item in enumerate(items):
-        field = f"targets[{index}]"
-        fields = doc.mapping(
-            item,
-            field,
-            ("project_id", *_TARGET_SELECTORS),
-            "must be a mapping such as {project_id: ..., dataset_id: ...}",
-            required=("project_id",),
-        )
-        project_id = _identifier(doc, fields["project_id"], f"{field}.project_id")
-        chosen = [key for key in _TARGET_SELECTORS if key in fields]
-        if not chosen:
-            fix = "or name datasets with dataset_name, datasets or dataset_names"
-            rule = "required key is missing"
-            raise doc.error(item, f"{field}.dataset_id", rule, fix=fix)
-        if len(chosen) > 1:
-            rule = f"takes only one of {', '.join(_TARGET_SELECTORS)}"
-            raise doc.error(item, field, rule, ", ".join(chosen))
-        key = chosen[0]
-        where = f"{field}.{key}"
-        if key == "dataset_id":
-            dataset_id = _identifier(doc, fields[key], where)
-            targets.append(Target(project_id, dataset_id, line=line(item)))
-            continue
-        selector = Selector(project_id, after=len(targets), line=line(item))
-        if key == "dataset_name":
-            name = doc.check(fields[key], where, _dataset_name)
-            selector = replace(selector, dataset_name=name)
-        elif key == "datasets":
-            doc.check(fields[key], where, _all_word)
-            selector = replace(selector, everything=True)
+    for entry in read:
+        if isinstance(entry, Target):
+            targets.append(entry)
         else:
-            selector = replace(selector, patterns=_patterns(doc, fields[key], where))
-        selectors.append(selector)
-
+            assert isinstance(entry, Selector)
+            selectors.append(replace(entry, after=len(targets)))
     return tuple(targets), tuple(selectors)
+
+
+def _target(doc: Document, item: Node, index: int) -> Target | Selector:
+    """
+    Return one item of ``targets``: a dataset by id, or a selector to resolve.
+
+    A selector's ``after`` is filled in by `_targets`, which sees the whole list.
+    """
+    field = f"targets[{index}]"
+    fields = doc.mapping(
+        item,
+        field,
+        ("project_id", *_TARGET_SELECTORS),
+        "must be a mapping such as {project_id: ..., dataset_id: ...}",
+        required=("project_id",),
+    )
+    project_id = _identifier(doc, fields["project_id"], f"{field}.project_id")
+    chosen = [key for key in _TARGET_SELECTORS if key in fields]
+    if not chosen:
+        fix = "or name datasets with dataset_name, datasets or dataset_names"
+        rule = "required key is missing"
+        raise doc.error(item, f"{field}.dataset_id", rule, fix=fix)
+    if len(chosen) > 1:
+        rule = f"takes only one of {', '.join(_TARGET_SELECTORS)}"
+        raise doc.error(item, field, rule, ", ".join(chosen))
+    key = chosen[0]
+    where = f"{field}.{key}"
+    if key == "dataset_id":
+        dataset_id = _identifier(doc, fields[key], where)
+        return Target(project_id, dataset_id, line=line(item))
+    selector = Selector(project_id, after=0, line=line(item))
+    if key == "dataset_name":
+        name = doc.check(fields[key], where, _dataset_name)
+        return replace(selector, dataset_name=name)
+    if key == "datasets":
+        doc.check(fields[key], where, _all_word)
+        return replace(selector, everything=True)
+    return replace(selector, patterns=_patterns(doc, fields[key], where))
 
 
 def _patterns(doc: Document, node: Node, field: str) -> tuple[str, ...]:

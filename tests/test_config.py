@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -823,6 +824,49 @@ def test_loads_20000_targets(tmp_path: Path) -> None:
     assert len(settings.targets) == 20_000
     assert settings.targets[-1] == Target("project19999", "dataset19999")
     assert settings.targets[-1].line == 20_002
+
+
+def test_a_long_target_list_is_read_without_holding_its_node_tree(
+    tmp_path: Path,
+) -> None:
+    """Reading 20,000 targets peaks far below what their YAML node tree would take."""
+    lines = [ENDPOINT, "targets:"]
+    lines += [
+        f"  - {{project_id: project{i % 7}, dataset_id: dataset{i:05d}}}"
+        for i in range(20_000)
+    ]
+    path = _write(tmp_path, _yaml(*lines))
+    text = path.read_text(encoding="utf-8")
+
+    def peak_bytes(read: Callable[[], object]) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    streamed = peak_bytes(lambda: config.load(path))
+    whole_tree = peak_bytes(lambda: yaml.compose(text, Loader=yaml.SafeLoader))
+
+    # The targets themselves and the file's text stay; the nodes must not.
+    assert streamed < whole_tree / 3, (streamed, whole_tree)
+
+
+def test_an_anchored_target_list_reads_like_a_plain_one(tmp_path: Path) -> None:
+    """A targets list with an anchor (composed whole) gives the same settings."""
+    items = [
+        "  - {project_id: p1, dataset_id: d1}",
+        "  - {project_id: p2, datasets: all}",
+    ]
+    plain = config.load(_write(tmp_path, _yaml(ENDPOINT, "targets:", *items)))
+    anchored = config.load(
+        _write(tmp_path, _yaml(ENDPOINT, "targets: &all", *items), name="a.yaml")
+    )
+
+    assert anchored.targets == plain.targets == (Target("p1", "d1"),)
+    assert anchored.selectors == plain.selectors
+    assert [t.line for t in anchored.targets] == [3]
 
 
 @pytest.fixture

@@ -186,3 +186,115 @@ def test_document_built_from_a_node_reports_its_file(tmp_path: Path) -> None:
 
     assert str(caught.value).startswith("inline.yaml:1 a: must be a positive")
     assert "got [1, 2]" in str(caught.value)
+
+
+def _item_reader(doc: Document, item: Node, index: int) -> object:
+    """
+    Read one streamed item as a positive int, with its line, as a schema would.
+    """
+    return index, yamldoc.line(item), doc.check(item, f"items[{index}]", _positive)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("name: x\nitems:\n  - 1\n  - 2\n  - 3\nafter: y\n", id="block"),
+        pytest.param("{name: x,\n items: [1,\n  2,\n  3], after: y}\n", id="flow"),
+        pytest.param("---\nname: x\nitems: [1, 2, 3]\nafter: y\n...\n", id="markers"),
+    ],
+)
+def test_streamed_list_hands_each_item_to_its_reader_in_order(
+    tmp_path: Path, text: str
+) -> None:
+    """A streamed top-level list keeps only its reader's results, in file order."""
+    path = _write(tmp_path, text)
+    with opened(path, "file", streamed={"items": _item_reader}) as doc:
+        fields = doc.mapping(_root(doc), "", ("name", "items", "after"), "a map")
+        streamed = fields["items"]
+        assert isinstance(streamed, yamldoc.StreamedList)
+        assert streamed.value == []
+        assert [index for index, _, _ in streamed.results] == [0, 1, 2]
+        assert [value for _, _, value in streamed.results] == [1, 2, 3]
+        assert doc.check(fields["after"], "after", str) == "y"
+
+
+def test_streamed_item_error_names_its_file_line_and_index(tmp_path: Path) -> None:
+    """An item breaking its rule stops the read with file:line and the item's field."""
+    path = _write(tmp_path, "items:\n  - 1\n  - 2\n  - -5\n  - 4\n")
+    with (
+        pytest.raises(
+            ConfigError,
+            match=r"doc\.yaml:4 items\[2\]: must be a positive whole number; got -5",
+        ),
+        opened(path, "file", streamed={"items": _item_reader}),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        pytest.param("items: &all [1, 2]\nmore: *all\n", [1, 2], id="anchored"),
+        pytest.param("items: !!seq [1, 2]\n", [1, 2], id="tagged"),
+        pytest.param("base: &b [3]\nitems: *b\n", [3], id="alias"),
+    ],
+)
+def test_lists_with_anchors_tags_or_aliases_are_composed_whole(
+    tmp_path: Path, text: str, values: list[int]
+) -> None:
+    """A list that YAML may refer to again is composed as nodes, not streamed."""
+    path = _write(tmp_path, text)
+    with opened(path, "file", streamed={"items": _item_reader}) as doc:
+        pairs = doc.pairs(_root(doc), "", None, "a map")
+        node = pairs["items"][1]
+        assert not isinstance(node, yamldoc.StreamedList)
+        items = doc.items(node, "items", "a list")
+        assert [doc.check(item, "items[]", _positive) for item in items] == values
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "items: [1]\n---\nitems: [2]\n",
+            "expected a single document",
+            id="two-documents",
+        ),
+        pytest.param(
+            "items: [1, *nowhere]\n", "found undefined alias", id="undefined-alias"
+        ),
+        pytest.param("items: [1,\n", "not valid YAML", id="unclosed"),
+    ],
+)
+def test_streamed_read_reports_yaml_errors_on_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Broken YAML around a streamed list gives the same one-line parse error."""
+    path = _write(tmp_path, text)
+    with (
+        pytest.raises(ConfigError, match=expected) as caught,
+        opened(path, "file", streamed={"items": _item_reader}),
+    ):
+        pass
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("- 1\n- 2\n", id="top-level-list"),
+        pytest.param("just text\n", id="scalar"),
+    ],
+)
+def test_streaming_leaves_other_documents_as_they_compose(
+    tmp_path: Path, text: str
+) -> None:
+    """A file that is not a mapping reads the same with or without streaming."""
+    path = _write(tmp_path, text)
+    with opened(path, "file") as doc:
+        plain = None if doc.root is None else doc.preview(doc.root)
+    with opened(path, "file", streamed={"items": _item_reader}) as doc:
+        streamed = None if doc.root is None else doc.preview(doc.root)
+    assert streamed == plain
