@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hmac
 import json
-import math
 import re
 import signal
 import ssl
@@ -49,14 +47,12 @@ from bisect import insort
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
-from orchestrator import signer
+from orchestrator import simauth, simrecords, simstate
 from orchestrator.errors import ConfigError
 
 # Plan, its parts and load_plan are re-exported ("X as X"), so a caller gets the
@@ -68,10 +64,8 @@ from orchestrator.faultplan import Dataset as Dataset
 from orchestrator.faultplan import Fault as Fault
 from orchestrator.faultplan import Plan as Plan
 from orchestrator.faultplan import load_plan as load_plan
-
-Kind = Literal["sync", "status", "list", "show", "token", "other"]
-Outcome = Literal["answered", "reset", "hung", "throttled", "abandoned"]
-REDACTED = "<redacted>"
+from orchestrator.simrecords import Kind, Outcome
+from orchestrator.simrecords import Received as Received
 
 _ID = r"[A-Za-z0-9_-]+"
 _DATASETS_PATH = re.compile(
@@ -84,104 +78,23 @@ _KINDS: dict[tuple[str, bool, str | None], Kind] = {
     ("GET", True, "/sync-data/status"): "status",
 }
 _IAM_PATH = "/v3/auth/tokens"
-# APIG refuses an X-Sdk-Date further than this from its own clock.
-_MAX_SKEW_S = 15 * 60.0
-_SECRET_HEADERS = ("X-Auth-Token", "Authorization", "X-Security-Token")
 
 # Codes from the ModelArts and APIG error tables; the messages are our own words.
 _DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
     400: ("ModelArts.4409", "Too many running tasks in the dataset, try again later"),
     401: ("APIG.0301", "Incorrect IAM authentication information"),
     403: ("APIG.0302", "The IAM user may not call this API"),
-    404: ("ModelArts.6623", "The dataset does not exist"),
+    404: simstate.DATASET_MISSING,
     429: ("APIG.0308", "The throttling threshold has been reached"),
     500: ("ModelArts.4360", "The dataset synchronization service failed"),
-    501: ("ModelArts.4383", "The operation is not supported for this dataset type"),
+    501: simstate.TYPE_UNSUPPORTED,
     502: ("APIG.0202", "Backend unavailable"),
     503: ("ModelArts.4360", "The dataset synchronization service is unavailable"),
     504: ("APIG.0201", "Backend timeout"),
 }
 _NO_API = ("APIG.0101", "The API does not exist or has not been published")
-_BAD_PARAMETER = "ModelArts.4101"
-_SYNC_EXISTS = ("ModelArts.4355", "A synchronization task already exists")
-_SYNC_FAILED = ("ModelArts.4360", "The synchronization task failed")
-
-# Text datasets (types 100-199) cannot be synced, per the sync-data API reference.
-_TEXT_TYPES = range(100, 200)
-# A sync reports QUEUING for the first tenth of its duration, then RUNNING, so a
-# client meets both in-progress states; the share itself is arbitrary.
-_QUEUED_SHARE = 0.1
 # stop() cuts hangs and latency short itself; this bounds anything else in progress.
 _SHUTDOWN_GRACE_S = 0.5
-# IAM tokens live 24 h; IAM writes times as UTC with microseconds and a Z.
-_TOKEN_LIFETIME = timedelta(hours=24)
-_IAM_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """
-    One request as the server saw it, and how the server dealt with it.
-
-    Times come from the simulator's clock (``time.monotonic`` unless injected).
-    ``status`` is None when no answer was sent: ``reset``, ``hung``, or
-    ``abandoned`` (the client left, or the server stopped, before the answer).
-    ``throttled`` is the server's own rate limit; a scripted 429 is ``answered``.
-    ``seq`` numbers arrivals from 0; ``fault`` names the scripted fault applied.
-    """
-
-    arrived_s: float
-    finished_s: float
-    method: str
-    path: str
-    kind: Kind
-    project_id: str | None
-    dataset_id: str | None
-    status: int | None
-    outcome: Outcome
-    error_code: str | None
-    request_id: str
-    headers: Mapping[str, str]
-    body_size: int
-    seq: int = 0
-    query: str = ""
-    fault: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """
-        Return the record as plain JSON-ready values.
-        """
-        return {
-            "seq": self.seq,
-            "arrived_s": self.arrived_s,
-            "finished_s": self.finished_s,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "kind": self.kind,
-            "project_id": self.project_id,
-            "dataset_id": self.dataset_id,
-            "status": self.status,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "fault": self.fault,
-            "request_id": self.request_id,
-            "headers": dict(self.headers),
-            "body_size": self.body_size,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _SyncTask:
-    """
-    One accepted sync; its state follows from the clock, so nothing updates it.
-    """
-
-    task_id: str
-    started_s: float
-    create_time_ms: int
-    fails: bool
-    stuck: bool = False
 
 
 @dataclass(slots=True)
@@ -218,10 +131,6 @@ class _Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
     action: Action = "answer"
     outcome: Outcome = "answered"
-
-
-def _json(payload: object, status: int = 200) -> _Answer:
-    return _Answer(status=status, body=json.dumps(payload).encode())
 
 
 def _error(
@@ -269,35 +178,6 @@ def _fault_answer(fault: Fault) -> _Answer:
     return _Answer(fault.status, body, content_type, code, headers)
 
 
-def _paging(query: Mapping[str, str]) -> tuple[int, int]:
-    """
-    Return the list API's offset and limit; raise ValueError when out of range.
-    """
-    offset = int(query.get("offset", "0"))
-    limit = int(query.get("limit", "10"))
-    if offset < 0 or not 1 <= limit <= 100:
-        raise ValueError(f"offset {offset} must be >= 0 and limit {limit} 1-100")
-
-    return offset, limit
-
-
-def _dataset_json(dataset: Dataset, status: int) -> dict[str, Any]:
-    return {
-        "dataset_id": dataset.dataset_id,
-        "dataset_name": dataset.dataset_name or dataset.dataset_id,
-        "dataset_type": dataset.dataset_type,
-        "status": status,
-        "data_sources": [
-            {
-                "data_type": 0,
-                "data_path": dataset.data_path or f"/sim-bucket/{dataset.dataset_id}/",
-            }
-        ],
-        "create_time": dataset.create_time,
-        "update_time": dataset.update_time,
-    }
-
-
 class Simulator:
     """
     The ModelArts stand-in server; use as ``async with Simulator(plan) as sim``.
@@ -328,15 +208,12 @@ class Simulator:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._delayed: set[asyncio.Task[Any]] = set()
         self._scripted = {key: deque(f) for key, f in self.plan.faults.items()}
-        self._tasks: dict[tuple[str, str], _SyncTask] = {}
-        self._window: deque[float] = deque()
-        rate = self.plan.rate_limit_per_s
-        self._rate_cap = None if rate is None else math.floor(rate)
-        self._catalogue = _index(self.plan.datasets)
-        self._token_generation = 0
+        self._datasets = simstate.DatasetService(self.plan)
+        self._admission = simstate.Admission(self.plan.rate_limit_per_s)
+        self._credentials = simauth.Credentials(self.plan, self._server_time)
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
-        self._log: IO[str] | None = None
+        self._log: simrecords.RequestLog | None = None
 
     @property
     def url(self) -> str:
@@ -371,7 +248,7 @@ class Simulator:
         """
         Change the server's own rate limit while it runs (None: no limit).
         """
-        self._rate_cap = None if rate_per_s is None else math.floor(rate_per_s)
+        self._admission.set_rate(rate_per_s)
 
     def peak_arrivals(self, window_s: float = 1.0, kind: str | None = "sync") -> int:
         """
@@ -467,13 +344,8 @@ class Simulator:
         await self.stop()
 
     def _open_log(self) -> None:
-        if self.log_path is None:
-            return
-        try:
-            self._log = self.log_path.open("a", encoding="utf-8")
-        except OSError as exc:
-            message = f"{self.log_path}: cannot open the request log: {exc.strerror}"
-            raise ConfigError(message) from exc
+        if self.log_path is not None:
+            self._log = simrecords.RequestLog(self.log_path)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = self._arrive(request)
@@ -553,10 +425,12 @@ class Simulator:
             return _error(404, _NO_API)
         if kind == "token":
             return self._issue_token(body, exchange)
-        refusal = self._refuse_credential(request, body)
+        refusal = self._credentials.refusal(request, body)
         if refusal is not None:
             return _error(401, ("APIG.0301", refusal))
-        if kind in self.plan.rate_limited_kinds and not self._admit(exchange.arrived_s):
+        if kind in self.plan.rate_limited_kinds and not self._admission.admit(
+            exchange.arrived_s
+        ):
             return _error(429, _DEFAULT_ERRORS[429], outcome="throttled")
 
         fault = self._next_fault(exchange.dataset_id)
@@ -575,92 +449,17 @@ class Simulator:
         """
         Stop accepting every token issued so far; IAM hands out a new one.
         """
-        self._token_generation += 1
+        self._credentials.revoke()
 
     @property
     def current_token(self) -> str | None:
         """
         Return the token the API accepts (and IAM issues) now.
         """
-        token = self.plan.token
-        if token is None or self._token_generation == 0:
-            return token
-
-        return f"{token}.{self._token_generation}"
-
-    def _refuse_credential(self, request: web.BaseRequest, body: bytes) -> str | None:
-        """
-        Return why the request's credential is refused, or None to let it in.
-
-        A signed request is checked against ``plan.access_keys`` with the
-        project's own signer, recomputed from what arrived; otherwise the token
-        must be the current one. With neither configured anything goes.
-        """
-        authorization = request.headers.get("Authorization", "")
-        if authorization.startswith(signer.ALGORITHM) and self.plan.access_keys:
-            return self._refuse_signature(request, body, authorization)
-        token = self.current_token
-        if token is not None and request.headers.get("X-Auth-Token") != token:
-            return "Incorrect IAM authentication information: token refused"
-
-        return None
-
-    def _refuse_signature(
-        self, request: web.BaseRequest, body: bytes, authorization: str
-    ) -> str | None:
-        fields = dict(
-            part.strip().split("=", 1)
-            for part in authorization.removeprefix(signer.ALGORITHM).split(",")
-            if "=" in part
-        )
-        secret = self.plan.access_keys.get(fields.get("Access", ""))
-        if secret is None:
-            return "Incorrect IAM authentication information: unknown access key"
-        try:
-            signed_at = datetime.strptime(
-                request.headers.get(signer.HEADER_DATE, ""), signer.SDK_DATE_FORMAT
-            ).replace(tzinfo=UTC)
-        except ValueError:
-            return "Incorrect IAM authentication information: bad X-Sdk-Date"
-        if abs(self._server_time() - signed_at.timestamp()) > _MAX_SKEW_S:
-            return "Incorrect IAM authentication information: X-Sdk-Date expired"
-
-        names = fields.get("SignedHeaders", "").split(";")
-        headers = {name: request.headers.get(name, "") for name in names if name}
-        url = f"http://{request.host}{request.raw_path}"
-        try:
-            expected = signer.sign(
-                method=request.method,
-                url=url,
-                headers=headers,
-                body=body,
-                ak=fields["Access"],
-                sk=secret,
-            )
-        except ValueError:
-            return "Incorrect IAM authentication information: malformed request"
-        if not hmac.compare_digest(expected, authorization):
-            return "Incorrect IAM authentication information: signature mismatch"
-
-        return None
+        return self._credentials.current_token
 
     def _server_time(self) -> float:
         return time.time() + self.plan.clock_offset_s
-
-    def _admit(self, now: float) -> bool:
-        """
-        Admit a request if fewer than the limit were admitted in the last second.
-        """
-        if self._rate_cap is None:
-            return True
-        window = self._window
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) >= self._rate_cap:
-            return False
-
-        window.append(now)
-        return True
 
     def _next_fault(self, dataset_id: str | None) -> Fault | None:
         if dataset_id is None:
@@ -673,140 +472,37 @@ class Simulator:
         return scripted.popleft() if scripted else None
 
     def _answer_api(self, request: web.BaseRequest, exchange: _Exchange) -> _Answer:
+        """
+        Answer a dataset API call from the simulated service, as of its arrival.
+        """
         project_id, dataset_id = exchange.project_id, exchange.dataset_id
+        now, datasets = exchange.arrived_s, self._datasets
         assert project_id is not None
         if exchange.kind == "list":
-            return self._list(project_id, request.query, exchange.arrived_s)
-        assert dataset_id is not None
-        dataset = self._lookup(project_id, dataset_id)
-        if dataset is None:
-            return _error(404, _DEFAULT_ERRORS[404])
-        if exchange.kind == "show":
-            status = self._status_of(project_id, dataset, exchange.arrived_s)
-            return _json(_dataset_json(dataset, status))
-        if exchange.kind == "status":
-            return self._sync_status(project_id, dataset_id, exchange.arrived_s)
+            reply = datasets.list_datasets(project_id, request.query, now)
+        else:
+            assert dataset_id is not None
+            if exchange.kind == "show":
+                reply = datasets.show(project_id, dataset_id, now)
+            elif exchange.kind == "status":
+                reply = datasets.sync_status(project_id, dataset_id, now)
+            else:
+                reply = datasets.sync(project_id, dataset_id, now)
+        body = json.dumps(reply.payload).encode()
 
-        return self._sync(project_id, dataset, exchange.arrived_s)
-
-    def _lookup(self, project_id: str, dataset_id: str) -> Dataset | None:
-        if self._catalogue is None:
-            return Dataset(dataset_id)
-
-        return self._catalogue.get(project_id, {}).get(dataset_id)
-
-    def _sync(self, project_id: str, dataset: Dataset, now: float) -> _Answer:
-        """
-        Accept a sync task unless one is still running or the type cannot sync.
-        """
-        if dataset.dataset_type in _TEXT_TYPES:
-            return _error(501, _DEFAULT_ERRORS[501])
-        key = (project_id, dataset.dataset_id)
-        task = self._tasks.get(key)
-        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
-            return _error(400, _SYNC_EXISTS)
-
-        self._tasks[key] = _SyncTask(
-            task_id=uuid.uuid4().hex[:20],
-            started_s=now,
-            create_time_ms=int(time.time() * 1000),
-            fails=dataset.dataset_id in self.plan.failed_syncs,
-            stuck=dataset.dataset_id in self.plan.stuck_syncs,
-        )
-        return _json({})
-
-    def _sync_status(self, project_id: str, dataset_id: str, now: float) -> _Answer:
-        task = self._tasks.get((project_id, dataset_id))
-        if task is None:
-            return _json({"status": "NOT_EXIST", "dataset_id": dataset_id})
-        state = self._state(task, now)
-        dataset = self._lookup(project_id, dataset_id)
-        done = state == "COMPLETED" and dataset is not None
-        elapsed_s = min(now - task.started_s, self.plan.sync_duration_s)
-        payload: dict[str, Any] = {
-            "status": state,
-            "dataset_id": dataset_id,
-            "task_id": task.task_id,
-            "create_time": task.create_time_ms,
-            "duration_time": round(elapsed_s * 1000),
-            "add_sample_count": dataset.sample_count if done and dataset else 0,
-            "deleted_sample_count": 0,
-            "total_sample_count": dataset.sample_count if dataset else 0,
-        }
-        if state == "FAILED":
-            payload["error_code"], payload["error_msg"] = _SYNC_FAILED
-
-        return _json(payload)
-
-    def _state(self, task: _SyncTask, now: float) -> str:
-        duration_s = self.plan.sync_duration_s
-        elapsed_s = now - task.started_s
-        if task.stuck:
-            return "RUNNING"
-        if elapsed_s >= duration_s:
-            return "FAILED" if task.fails else "COMPLETED"
-
-        return "QUEUING" if elapsed_s < duration_s * _QUEUED_SHARE else "RUNNING"
-
-    def _status_of(self, project_id: str, dataset: Dataset, now: float) -> int:
-        """
-        Return the dataset's status code: 5 (synchronizing) while a sync runs.
-        """
-        task = self._tasks.get((project_id, dataset.dataset_id))
-        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
-            return 5
-
-        return dataset.status
-
-    def _list(self, project_id: str, query: Mapping[str, str], now: float) -> _Answer:
-        try:
-            offset, limit = _paging(query)
-        except ValueError as exc:
-            return _error(400, (_BAD_PARAMETER, f"Invalid paging: {exc}"))
-        datasets = list((self._catalogue or {}).get(project_id, {}).values())
-        first = offset * limit if self.plan.list_offset_mode == "pages" else offset
-        repeat = self.plan.list_repeat_page
-        if repeat is not None and first // limit == repeat + 1:
-            first -= limit  # a server bug on purpose: the page before, again
-        page = datasets[first : first + limit]
-
-        return _json(
-            {
-                "total_number": len(datasets),
-                "datasets": [
-                    _dataset_json(d, self._status_of(project_id, d, now)) for d in page
-                ],
-            }
-        )
+        return _Answer(status=reply.status, body=body, error_code=reply.error_code)
 
     def _issue_token(self, body: bytes, exchange: _Exchange) -> _Answer:
         """
-        Answer an IAM password-token request; the token is the plan's.
+        Answer an IAM token request, noting the project it was scoped to.
         """
-        try:
-            auth = json.loads(body)["auth"]
-            methods = auth["identity"]["methods"]
-            user = auth["identity"]["password"]["user"] if "password" in methods else {}
-            password = user.get("password")
-            project = auth.get("scope", {}).get("project", {})
-            exchange.project_id = project.get("id")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return _iam_error(400, "Bad Request", "The request body is malformed.")
-        expected = self.plan.iam_password
-        if expected is not None and password != expected:
-            return _iam_error(401, "Unauthorized", "The username or password is wrong.")
+        reply = self._credentials.issue_token(body)
+        exchange.project_id = reply.project_id
+        token = reply.subject_token
+        headers = {} if token is None else {"X-Subject-Token": token}
+        payload = json.dumps(reply.payload).encode()
 
-        issued = datetime.now(UTC)
-        token = {
-            "methods": methods,
-            "issued_at": issued.strftime(_IAM_TIME),
-            "expires_at": (issued + _TOKEN_LIFETIME).strftime(_IAM_TIME),
-            "project": {k: project[k] for k in ("id", "name") if k in project},
-        }
-        subject = {"X-Subject-Token": self.current_token or "sim-token"}
-        return _Answer(
-            status=201, body=json.dumps({"token": token}).encode(), headers=subject
-        )
+        return _Answer(status=reply.status, body=payload, headers=headers)
 
     def _finish(self, request: web.BaseRequest, exchange: _Exchange) -> None:
         """
@@ -821,8 +517,7 @@ class Simulator:
         else:
             self._received.append(record)
         if self._log is not None and not exchange.logged:
-            self._log.write(json.dumps(record.as_dict()) + "\n")
-            self._log.flush()
+            self._log.write(record)
 
     def _log_hang(self, request: web.BaseRequest, exchange: _Exchange) -> None:
         """
@@ -832,10 +527,7 @@ class Simulator:
         log is append-only, so that line is the request's only one.
         """
         if self._log is not None:
-            line = _record(request, exchange, exchange.arrived_s).as_dict()
-            line["finished_s"] = None
-            self._log.write(json.dumps(line) + "\n")
-            self._log.flush()
+            self._log.write(_record(request, exchange, exchange.arrived_s), hung=True)
             exchange.logged = True
 
 
@@ -854,7 +546,7 @@ def _record(
         outcome=exchange.outcome,
         error_code=exchange.error_code,
         request_id=exchange.request_id,
-        headers=_redacted(request),
+        headers=simrecords.redacted(request.headers),
         body_size=exchange.body_size,
         seq=exchange.seq,
         query=request.query_string,
@@ -893,29 +585,6 @@ def _drop(request: web.BaseRequest) -> web.StreamResponse:
         request.transport.abort()
 
     return web.Response(status=500)
-
-
-def _redacted(request: web.BaseRequest) -> CIMultiDictProxy[str]:
-    headers = CIMultiDict(request.headers)
-    for name in _SECRET_HEADERS:
-        if name in headers:
-            headers[name] = REDACTED
-
-    return CIMultiDictProxy(headers)
-
-
-def _iam_error(status: int, title: str, message: str) -> _Answer:
-    body = {"error": {"code": status, "title": title, "message": message}}
-    return _Answer(status=status, body=json.dumps(body).encode())
-
-
-def _index(
-    datasets: Mapping[str, tuple[Dataset, ...]] | None,
-) -> dict[str, dict[str, Dataset]] | None:
-    if datasets is None:
-        return None
-
-    return {p: {d.dataset_id: d for d in items} for p, items in datasets.items()}
 
 
 def serve_forever(
