@@ -15,14 +15,17 @@ loopback benchmark spends far more time in HTTP parsing.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from orchestrator.errors import ConfigError
+from orchestrator.faultplan import Fault
 
 Kind = Literal["sync", "status", "list", "show", "token", "other"]
 Outcome = Literal["answered", "reset", "hung", "throttled", "abandoned"]
@@ -84,6 +87,27 @@ class Received:
         }
 
 
+@dataclass(slots=True)
+class Exchange:
+    """
+    The server's working notes on one request, turned into a `Received` at the end.
+    """
+
+    seq: int
+    arrived_s: float
+    kind: Kind
+    project_id: str | None
+    dataset_id: str | None
+    latency_s: float
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    body_size: int = 0
+    status: int | None = None
+    outcome: Outcome = "abandoned"
+    error_code: str | None = None
+    fault: Fault | None = None
+    logged: bool = False
+
+
 class RequestLog:
     """
     The request log: one JSON line per record, appended and flushed as written.
@@ -126,3 +150,27 @@ def redacted(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
             copy[name] = REDACTED
 
     return CIMultiDictProxy(copy)
+
+
+def record(request: web.BaseRequest, exchange: Exchange, finished_s: float) -> Received:
+    """
+    Return the record of a request from the server's notes on it.
+    """
+    return Received(
+        arrived_s=exchange.arrived_s,
+        finished_s=finished_s,
+        method=request.method,
+        path=request.path,
+        kind=exchange.kind,
+        project_id=exchange.project_id,
+        dataset_id=exchange.dataset_id,
+        status=exchange.status,
+        outcome=exchange.outcome,
+        error_code=exchange.error_code,
+        request_id=exchange.request_id,
+        headers=redacted(request.headers),
+        body_size=exchange.body_size,
+        seq=exchange.seq,
+        query=request.query_string,
+        fault=None if exchange.fault is None else exchange.fault.label,
+    )

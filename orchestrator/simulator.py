@@ -7,175 +7,51 @@ one-second window and plays scripted faults per dataset. Every request ends as o
 `Received` record, in memory and, with ``log_path``, as one JSON line: that record is
 what tests judge a client by.
 
-One request passes these steps in order, as APIG and the service behind it would::
+This module is the HTTP side: it listens (HTTP or HTTPS), stamps each request's
+arrival, reads its body, asks the gateway for an answer, then applies latency and
+sends the answer, resets the connection or holds it, and keeps the record. The rest
+lives in one module per idea:
 
-    route            unknown path or method -> 404 APIG.0101, nothing else applies
-    IAM token        POST /v3/auth/tokens -> 201 (no auth, no limit, no faults)
-    credential       a bad signature (plan.access_keys), or a token that is not
-                     the current one -> 401 APIG.0301
-    rate limit       over the window -> 429 APIG.0308, outcome "throttled"
-    fault            ``always`` for the dataset, else its next scripted fault
-    normal answer    state changes (a new sync task) happen here, at arrival
-    latency          then the answer is sent, or the connection reset, or held
+    simgateway       the order of checks: route, IAM token, credential, rate
+                     limit, fault, normal answer; which fault answers what
+    simauth          IAM tokens and APIG's token and AK/SK signature checks
+    simstate         the simulated service: catalogue, sync tasks, rate window
+    simrecords       `Received`, the server's notes on a request, the JSON log
 
-Known limitations, chosen on purpose:
-
-- AK/SK signatures are checked with the project's own signer, recomputed from
-  what arrived, for the keys in ``Plan.access_keys``; so the simulator proves that
-  the client signs what it sends, not that the signer matches Huawei's (the SDK
-  comparison in tests/test_signer.py does that). With ``Plan(token=None)`` and
-  no keys, requests are served unchecked.
-- Records are completed when a request finishes, so log lines follow finishing order;
-  ``Received.seq`` is the arrival order and ``received`` is sorted by it. A hung
-  request is logged when its hang begins, with ``finished_s`` null, so that another
-  process reading the log sees it; in memory it appears once released.
-- The JSON log is written from the event loop with a flush per line; lines are small
-  and a loopback benchmark spends far more time in HTTP parsing.
+Records are completed when a request finishes; ``received`` is sorted by arrival
+(``Received.seq``), and a hung request appears there once released, though its log
+line is written when the hang begins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
-import re
 import signal
 import ssl
 import time
-import uuid
 from bisect import insort
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from orchestrator import simauth, simrecords, simstate
+from orchestrator import simgateway, simrecords
 from orchestrator.errors import ConfigError
 
-# Plan, its parts and load_plan are re-exported ("X as X"), so a caller gets the
-# server and what drives it from one import.
+# Plan, its parts, load_plan and Received are re-exported ("X as X"), so a caller
+# gets the server, what drives it and what it records from one import.
 from orchestrator.faultplan import HANG as HANG
 from orchestrator.faultplan import RESET as RESET
-from orchestrator.faultplan import Action
 from orchestrator.faultplan import Dataset as Dataset
 from orchestrator.faultplan import Fault as Fault
 from orchestrator.faultplan import Plan as Plan
 from orchestrator.faultplan import load_plan as load_plan
-from orchestrator.simrecords import Kind, Outcome
 from orchestrator.simrecords import Received as Received
 
-_ID = r"[A-Za-z0-9_-]+"
-_DATASETS_PATH = re.compile(
-    rf"/v2/({_ID})/datasets(?:/({_ID})(/sync-data(?:/status)?)?)?\Z"
-)
-_KINDS: dict[tuple[str, bool, str | None], Kind] = {
-    ("GET", False, None): "list",
-    ("GET", True, None): "show",
-    ("POST", True, "/sync-data"): "sync",
-    ("GET", True, "/sync-data/status"): "status",
-}
-_IAM_PATH = "/v3/auth/tokens"
-
-# Codes from the ModelArts and APIG error tables; the messages are our own words.
-_DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("ModelArts.4409", "Too many running tasks in the dataset, try again later"),
-    401: ("APIG.0301", "Incorrect IAM authentication information"),
-    403: ("APIG.0302", "The IAM user may not call this API"),
-    404: simstate.DATASET_MISSING,
-    429: ("APIG.0308", "The throttling threshold has been reached"),
-    500: ("ModelArts.4360", "The dataset synchronization service failed"),
-    501: simstate.TYPE_UNSUPPORTED,
-    502: ("APIG.0202", "Backend unavailable"),
-    503: ("ModelArts.4360", "The dataset synchronization service is unavailable"),
-    504: ("APIG.0201", "Backend timeout"),
-}
-_NO_API = ("APIG.0101", "The API does not exist or has not been published")
 # stop() cuts hangs and latency short itself; this bounds anything else in progress.
 _SHUTDOWN_GRACE_S = 0.5
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """
-    The server's working notes on one request, turned into a `Received` at the end.
-    """
-
-    seq: int
-    arrived_s: float
-    kind: Kind
-    project_id: str | None
-    dataset_id: str | None
-    latency_s: float
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    body_size: int = 0
-    status: int | None = None
-    outcome: Outcome = "abandoned"
-    error_code: str | None = None
-    fault: Fault | None = None
-    logged: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """
-    What the server decided to send back, before any latency.
-    """
-
-    status: int = 200
-    body: bytes = b"{}"
-    content_type: str = "application/json"
-    error_code: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    action: Action = "answer"
-    outcome: Outcome = "answered"
-
-
-def _error(
-    status: int, error: tuple[str, str], outcome: Outcome = "answered"
-) -> _Answer:
-    code, message = error
-    body = json.dumps({"error_code": code, "error_msg": message}).encode()
-    return _Answer(status=status, body=body, error_code=code, outcome=outcome)
-
-
-def _route(method: str, path: str) -> tuple[Kind, str | None, str | None]:
-    """
-    Return the API a request calls and the project and dataset ids in its path.
-    """
-    if path == _IAM_PATH:
-        return ("token" if method == "POST" else "other"), None, None
-    match = _DATASETS_PATH.match(path)
-    if match is None:
-        return "other", None, None
-    project_id, dataset_id, tail = match.groups()
-
-    return (
-        _KINDS.get((method, dataset_id is not None, tail), "other"),
-        project_id,
-        dataset_id,
-    )
-
-
-def _fault_answer(fault: Fault) -> _Answer:
-    """
-    Return the scripted answer of a fault that carries a status.
-    """
-    assert fault.status is not None
-    headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
-    if fault.body is not None:
-        body, content_type = fault.body.encode(), fault.content_type or "text/html"
-        return _Answer(fault.status, body, content_type, fault.error_code, headers)
-    if fault.status < 400 and fault.error_code is None:
-        return _Answer(fault.status, headers=headers)
-
-    code, message = _DEFAULT_ERRORS.get(fault.status, (f"SIM.{fault.status}", "Error"))
-    code, message = fault.error_code or code, fault.error_msg or message
-    body = json.dumps({"error_code": code, "error_msg": message}).encode()
-    content_type = fault.content_type or "application/json"
-    return _Answer(fault.status, body, content_type, code, headers)
 
 
 class Simulator:
@@ -207,10 +83,7 @@ class Simulator:
         self._stopping = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._delayed: set[asyncio.Task[Any]] = set()
-        self._scripted = {key: deque(f) for key, f in self.plan.faults.items()}
-        self._datasets = simstate.DatasetService(self.plan)
-        self._admission = simstate.Admission(self.plan.rate_limit_per_s)
-        self._credentials = simauth.Credentials(self.plan, self._server_time)
+        self._gateway = simgateway.Gateway(self.plan, self._server_time)
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
         self._log: simrecords.RequestLog | None = None
@@ -248,7 +121,20 @@ class Simulator:
         """
         Change the server's own rate limit while it runs (None: no limit).
         """
-        self._admission.set_rate(rate_per_s)
+        self._gateway.admission.set_rate(rate_per_s)
+
+    def revoke_tokens(self) -> None:
+        """
+        Stop accepting every token issued so far; IAM hands out a new one.
+        """
+        self._gateway.credentials.revoke()
+
+    @property
+    def current_token(self) -> str | None:
+        """
+        Return the token the API accepts (and IAM issues) now.
+        """
+        return self._gateway.credentials.current_token
 
     def peak_arrivals(self, window_s: float = 1.0, kind: str | None = "sync") -> int:
         """
@@ -354,9 +240,9 @@ class Simulator:
         finally:
             self._finish(request, exchange)
 
-    def _arrive(self, request: web.BaseRequest) -> _Exchange:
-        kind, project_id, dataset_id = _route(request.method, request.path)
-        exchange = _Exchange(
+    def _arrive(self, request: web.BaseRequest) -> simrecords.Exchange:
+        kind, project_id, dataset_id = simgateway.route(request.method, request.path)
+        exchange = simrecords.Exchange(
             self._arrivals,
             self._clock(),
             kind,
@@ -375,11 +261,11 @@ class Simulator:
         return exchange
 
     async def _serve(
-        self, request: web.BaseRequest, exchange: _Exchange
+        self, request: web.BaseRequest, exchange: simrecords.Exchange
     ) -> web.StreamResponse:
         body = await request.read()
         exchange.body_size = len(body)
-        answer = self._decide(request, exchange, body)
+        answer = self._gateway.decide(request, exchange, body)
         if answer.action == "hang":
             exchange.outcome = "hung"
             self._log_hang(request, exchange)
@@ -414,104 +300,17 @@ class Simulator:
         finally:
             self._delayed.discard(task)
 
-    def _decide(
-        self, request: web.BaseRequest, exchange: _Exchange, body: bytes
-    ) -> _Answer:
-        """
-        Apply routing, auth, rate limit and faults, then answer as the API would.
-        """
-        kind = exchange.kind
-        if kind == "other":
-            return _error(404, _NO_API)
-        if kind == "token":
-            return self._issue_token(body, exchange)
-        refusal = self._credentials.refusal(request, body)
-        if refusal is not None:
-            return _error(401, ("APIG.0301", refusal))
-        if kind in self.plan.rate_limited_kinds and not self._admission.admit(
-            exchange.arrived_s
-        ):
-            return _error(429, _DEFAULT_ERRORS[429], outcome="throttled")
-
-        fault = self._next_fault(exchange.dataset_id)
-        if fault is not None:
-            exchange.fault = fault
-            if fault.latency_ms is not None:
-                exchange.latency_s = fault.latency_ms / 1000
-            if fault.action != "answer":
-                return _Answer(action=fault.action)
-            if fault.status is not None:
-                return _fault_answer(fault)
-
-        return self._answer_api(request, exchange)
-
-    def revoke_tokens(self) -> None:
-        """
-        Stop accepting every token issued so far; IAM hands out a new one.
-        """
-        self._credentials.revoke()
-
-    @property
-    def current_token(self) -> str | None:
-        """
-        Return the token the API accepts (and IAM issues) now.
-        """
-        return self._credentials.current_token
-
     def _server_time(self) -> float:
         return time.time() + self.plan.clock_offset_s
 
-    def _next_fault(self, dataset_id: str | None) -> Fault | None:
-        if dataset_id is None:
-            return None
-        always = self.plan.always.get(dataset_id)
-        if always is not None:
-            return always
-        scripted = self._scripted.get(dataset_id)
-
-        return scripted.popleft() if scripted else None
-
-    def _answer_api(self, request: web.BaseRequest, exchange: _Exchange) -> _Answer:
-        """
-        Answer a dataset API call from the simulated service, as of its arrival.
-        """
-        project_id, dataset_id = exchange.project_id, exchange.dataset_id
-        now, datasets = exchange.arrived_s, self._datasets
-        assert project_id is not None
-        if exchange.kind == "list":
-            reply = datasets.list_datasets(project_id, request.query, now)
-        else:
-            assert dataset_id is not None
-            if exchange.kind == "show":
-                reply = datasets.show(project_id, dataset_id, now)
-            elif exchange.kind == "status":
-                reply = datasets.sync_status(project_id, dataset_id, now)
-            else:
-                reply = datasets.sync(project_id, dataset_id, now)
-        body = json.dumps(reply.payload).encode()
-
-        return _Answer(status=reply.status, body=body, error_code=reply.error_code)
-
-    def _issue_token(self, body: bytes, exchange: _Exchange) -> _Answer:
-        """
-        Answer an IAM token request, noting the project it was scoped to.
-        """
-        reply = self._credentials.issue_token(body)
-        exchange.project_id = reply.project_id
-        token = reply.subject_token
-        headers = {} if token is None else {"X-Subject-Token": token}
-        payload = json.dumps(reply.payload).encode()
-
-        return _Answer(status=reply.status, body=payload, headers=headers)
-
-    def _finish(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+    def _finish(self, request: web.BaseRequest, exchange: simrecords.Exchange) -> None:
         """
         Turn the notes on a request into its record, keep it and log it.
         """
         self._in_flight -= 1
         if self._in_flight == 0:
             self._idle.set()
-        record = _record(request, exchange, self._clock())
+        record = simrecords.record(request, exchange, self._clock())
         if self._received and self._received[-1].seq > record.seq:
             insort(self._received, record, key=lambda r: r.seq)
         else:
@@ -519,7 +318,9 @@ class Simulator:
         if self._log is not None and not exchange.logged:
             self._log.write(record)
 
-    def _log_hang(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+    def _log_hang(
+        self, request: web.BaseRequest, exchange: simrecords.Exchange
+    ) -> None:
         """
         Log a hung request when it starts hanging, with no finish time.
 
@@ -527,31 +328,9 @@ class Simulator:
         log is append-only, so that line is the request's only one.
         """
         if self._log is not None:
-            self._log.write(_record(request, exchange, exchange.arrived_s), hung=True)
+            line = simrecords.record(request, exchange, exchange.arrived_s)
+            self._log.write(line, hung=True)
             exchange.logged = True
-
-
-def _record(
-    request: web.BaseRequest, exchange: _Exchange, finished_s: float
-) -> Received:
-    return Received(
-        arrived_s=exchange.arrived_s,
-        finished_s=finished_s,
-        method=request.method,
-        path=request.path,
-        kind=exchange.kind,
-        project_id=exchange.project_id,
-        dataset_id=exchange.dataset_id,
-        status=exchange.status,
-        outcome=exchange.outcome,
-        error_code=exchange.error_code,
-        request_id=exchange.request_id,
-        headers=simrecords.redacted(request.headers),
-        body_size=exchange.body_size,
-        seq=exchange.seq,
-        query=request.query_string,
-        fault=None if exchange.fault is None else exchange.fault.label,
-    )
 
 
 async def _listen(
