@@ -7,295 +7,51 @@ one-second window and plays scripted faults per dataset. Every request ends as o
 `Received` record, in memory and, with ``log_path``, as one JSON line: that record is
 what tests judge a client by.
 
-One request passes these steps in order, as APIG and the service behind it would::
+This module is the HTTP side: it listens (HTTP or HTTPS), stamps each request's
+arrival, reads its body, asks the gateway for an answer, then applies latency and
+sends the answer, resets the connection or holds it, and keeps the record. The rest
+lives in one module per idea:
 
-    route            unknown path or method -> 404 APIG.0101, nothing else applies
-    IAM token        POST /v3/auth/tokens -> 201 (no auth, no limit, no faults)
-    credential       a bad signature (plan.access_keys), or a token that is not
-                     the current one -> 401 APIG.0301
-    rate limit       over the window -> 429 APIG.0308, outcome "throttled"
-    fault            ``always`` for the dataset, else its next scripted fault
-    normal answer    state changes (a new sync task) happen here, at arrival
-    latency          then the answer is sent, or the connection reset, or held
+    simgateway       the order of checks: route, IAM token, credential, rate
+                     limit, fault, normal answer; which fault answers what
+    simauth          IAM tokens and APIG's token and AK/SK signature checks
+    simstate         the simulated service: catalogue, sync tasks, rate window
+    simrecords       `Received`, the server's notes on a request, the JSON log
 
-Known limitations, chosen on purpose:
-
-- AK/SK signatures are checked with the project's own signer, recomputed from
-  what arrived, for the keys in ``Plan.access_keys``; so the simulator proves that
-  the client signs what it sends, not that the signer matches Huawei's (the SDK
-  comparison in tests/test_signer.py does that). With ``Plan(token=None)`` and
-  no keys, requests are served unchecked.
-- Records are completed when a request finishes, so log lines follow finishing order;
-  ``Received.seq`` is the arrival order and ``received`` is sorted by it. A hung
-  request is logged when its hang begins, with ``finished_s`` null, so that another
-  process reading the log sees it; in memory it appears once released.
-- The JSON log is written from the event loop with a flush per line; lines are small
-  and a loopback benchmark spends far more time in HTTP parsing.
+Records are completed when a request finishes; ``received`` is sorted by arrival
+(``Received.seq``), and a hung request appears there once released, though its log
+line is written when the hang begins.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import hmac
-import json
-import math
-import re
 import signal
 import ssl
 import time
-import uuid
 from bisect import insort
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
-from orchestrator import signer
+from orchestrator import simgateway, simrecords
 from orchestrator.errors import ConfigError
 
-# Plan, its parts and load_plan are re-exported ("X as X"), so a caller gets the
-# server and what drives it from one import.
+# Plan, its parts, load_plan and Received are re-exported ("X as X"), so a caller
+# gets the server, what drives it and what it records from one import.
 from orchestrator.faultplan import HANG as HANG
 from orchestrator.faultplan import RESET as RESET
-from orchestrator.faultplan import Action
 from orchestrator.faultplan import Dataset as Dataset
 from orchestrator.faultplan import Fault as Fault
 from orchestrator.faultplan import Plan as Plan
 from orchestrator.faultplan import load_plan as load_plan
+from orchestrator.simrecords import Received as Received
 
-Kind = Literal["sync", "status", "list", "show", "token", "other"]
-Outcome = Literal["answered", "reset", "hung", "throttled", "abandoned"]
-REDACTED = "<redacted>"
-
-_ID = r"[A-Za-z0-9_-]+"
-_DATASETS_PATH = re.compile(
-    rf"/v2/({_ID})/datasets(?:/({_ID})(/sync-data(?:/status)?)?)?\Z"
-)
-_KINDS: dict[tuple[str, bool, str | None], Kind] = {
-    ("GET", False, None): "list",
-    ("GET", True, None): "show",
-    ("POST", True, "/sync-data"): "sync",
-    ("GET", True, "/sync-data/status"): "status",
-}
-_IAM_PATH = "/v3/auth/tokens"
-# APIG refuses an X-Sdk-Date further than this from its own clock.
-_MAX_SKEW_S = 15 * 60.0
-_SECRET_HEADERS = ("X-Auth-Token", "Authorization", "X-Security-Token")
-
-# Codes from the ModelArts and APIG error tables; the messages are our own words.
-_DEFAULT_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("ModelArts.4409", "Too many running tasks in the dataset, try again later"),
-    401: ("APIG.0301", "Incorrect IAM authentication information"),
-    403: ("APIG.0302", "The IAM user may not call this API"),
-    404: ("ModelArts.6623", "The dataset does not exist"),
-    429: ("APIG.0308", "The throttling threshold has been reached"),
-    500: ("ModelArts.4360", "The dataset synchronization service failed"),
-    501: ("ModelArts.4383", "The operation is not supported for this dataset type"),
-    502: ("APIG.0202", "Backend unavailable"),
-    503: ("ModelArts.4360", "The dataset synchronization service is unavailable"),
-    504: ("APIG.0201", "Backend timeout"),
-}
-_NO_API = ("APIG.0101", "The API does not exist or has not been published")
-_BAD_PARAMETER = "ModelArts.4101"
-_SYNC_EXISTS = ("ModelArts.4355", "A synchronization task already exists")
-_SYNC_FAILED = ("ModelArts.4360", "The synchronization task failed")
-
-# Text datasets (types 100-199) cannot be synced, per the sync-data API reference.
-_TEXT_TYPES = range(100, 200)
-# A sync reports QUEUING for the first tenth of its duration, then RUNNING, so a
-# client meets both in-progress states; the share itself is arbitrary.
-_QUEUED_SHARE = 0.1
 # stop() cuts hangs and latency short itself; this bounds anything else in progress.
 _SHUTDOWN_GRACE_S = 0.5
-# IAM tokens live 24 h; IAM writes times as UTC with microseconds and a Z.
-_TOKEN_LIFETIME = timedelta(hours=24)
-_IAM_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """
-    One request as the server saw it, and how the server dealt with it.
-
-    Times come from the simulator's clock (``time.monotonic`` unless injected).
-    ``status`` is None when no answer was sent: ``reset``, ``hung``, or
-    ``abandoned`` (the client left, or the server stopped, before the answer).
-    ``throttled`` is the server's own rate limit; a scripted 429 is ``answered``.
-    ``seq`` numbers arrivals from 0; ``fault`` names the scripted fault applied.
-    """
-
-    arrived_s: float
-    finished_s: float
-    method: str
-    path: str
-    kind: Kind
-    project_id: str | None
-    dataset_id: str | None
-    status: int | None
-    outcome: Outcome
-    error_code: str | None
-    request_id: str
-    headers: Mapping[str, str]
-    body_size: int
-    seq: int = 0
-    query: str = ""
-    fault: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """
-        Return the record as plain JSON-ready values.
-        """
-        return {
-            "seq": self.seq,
-            "arrived_s": self.arrived_s,
-            "finished_s": self.finished_s,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "kind": self.kind,
-            "project_id": self.project_id,
-            "dataset_id": self.dataset_id,
-            "status": self.status,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "fault": self.fault,
-            "request_id": self.request_id,
-            "headers": dict(self.headers),
-            "body_size": self.body_size,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _SyncTask:
-    """
-    One accepted sync; its state follows from the clock, so nothing updates it.
-    """
-
-    task_id: str
-    started_s: float
-    create_time_ms: int
-    fails: bool
-    stuck: bool = False
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """
-    The server's working notes on one request, turned into a `Received` at the end.
-    """
-
-    seq: int
-    arrived_s: float
-    kind: Kind
-    project_id: str | None
-    dataset_id: str | None
-    latency_s: float
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    body_size: int = 0
-    status: int | None = None
-    outcome: Outcome = "abandoned"
-    error_code: str | None = None
-    fault: Fault | None = None
-    logged: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """
-    What the server decided to send back, before any latency.
-    """
-
-    status: int = 200
-    body: bytes = b"{}"
-    content_type: str = "application/json"
-    error_code: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    action: Action = "answer"
-    outcome: Outcome = "answered"
-
-
-def _json(payload: object, status: int = 200) -> _Answer:
-    return _Answer(status=status, body=json.dumps(payload).encode())
-
-
-def _error(
-    status: int, error: tuple[str, str], outcome: Outcome = "answered"
-) -> _Answer:
-    code, message = error
-    body = json.dumps({"error_code": code, "error_msg": message}).encode()
-    return _Answer(status=status, body=body, error_code=code, outcome=outcome)
-
-
-def _route(method: str, path: str) -> tuple[Kind, str | None, str | None]:
-    """
-    Return the API a request calls and the project and dataset ids in its path.
-    """
-    if path == _IAM_PATH:
-        return ("token" if method == "POST" else "other"), None, None
-    match = _DATASETS_PATH.match(path)
-    if match is None:
-        return "other", None, None
-    project_id, dataset_id, tail = match.groups()
-
-    return (
-        _KINDS.get((method, dataset_id is not None, tail), "other"),
-        project_id,
-        dataset_id,
-    )
-
-
-def _fault_answer(fault: Fault) -> _Answer:
-    """
-    Return the scripted answer of a fault that carries a status.
-    """
-    assert fault.status is not None
-    headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
-    if fault.body is not None:
-        body, content_type = fault.body.encode(), fault.content_type or "text/html"
-        return _Answer(fault.status, body, content_type, fault.error_code, headers)
-    if fault.status < 400 and fault.error_code is None:
-        return _Answer(fault.status, headers=headers)
-
-    code, message = _DEFAULT_ERRORS.get(fault.status, (f"SIM.{fault.status}", "Error"))
-    code, message = fault.error_code or code, fault.error_msg or message
-    body = json.dumps({"error_code": code, "error_msg": message}).encode()
-    content_type = fault.content_type or "application/json"
-    return _Answer(fault.status, body, content_type, code, headers)
-
-
-def _paging(query: Mapping[str, str]) -> tuple[int, int]:
-    """
-    Return the list API's offset and limit; raise ValueError when out of range.
-    """
-    offset = int(query.get("offset", "0"))
-    limit = int(query.get("limit", "10"))
-    if offset < 0 or not 1 <= limit <= 100:
-        raise ValueError(f"offset {offset} must be >= 0 and limit {limit} 1-100")
-
-    return offset, limit
-
-
-def _dataset_json(dataset: Dataset, status: int) -> dict[str, Any]:
-    return {
-        "dataset_id": dataset.dataset_id,
-        "dataset_name": dataset.dataset_name or dataset.dataset_id,
-        "dataset_type": dataset.dataset_type,
-        "status": status,
-        "data_sources": [
-            {
-                "data_type": 0,
-                "data_path": dataset.data_path or f"/sim-bucket/{dataset.dataset_id}/",
-            }
-        ],
-        "create_time": dataset.create_time,
-        "update_time": dataset.update_time,
-    }
 
 
 class Simulator:
@@ -327,16 +83,10 @@ class Simulator:
         self._stopping = asyncio.Event()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._delayed: set[asyncio.Task[Any]] = set()
-        self._scripted = {key: deque(f) for key, f in self.plan.faults.items()}
-        self._tasks: dict[tuple[str, str], _SyncTask] = {}
-        self._window: deque[float] = deque()
-        rate = self.plan.rate_limit_per_s
-        self._rate_cap = None if rate is None else math.floor(rate)
-        self._catalogue = _index(self.plan.datasets)
-        self._token_generation = 0
+        self._gateway = simgateway.Gateway(self.plan, self._server_time)
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
-        self._log: IO[str] | None = None
+        self._log: simrecords.RequestLog | None = None
 
     @property
     def url(self) -> str:
@@ -371,7 +121,20 @@ class Simulator:
         """
         Change the server's own rate limit while it runs (None: no limit).
         """
-        self._rate_cap = None if rate_per_s is None else math.floor(rate_per_s)
+        self._gateway.admission.set_rate(rate_per_s)
+
+    def revoke_tokens(self) -> None:
+        """
+        Stop accepting every token issued so far; IAM hands out a new one.
+        """
+        self._gateway.credentials.revoke()
+
+    @property
+    def current_token(self) -> str | None:
+        """
+        Return the token the API accepts (and IAM issues) now.
+        """
+        return self._gateway.credentials.current_token
 
     def peak_arrivals(self, window_s: float = 1.0, kind: str | None = "sync") -> int:
         """
@@ -467,13 +230,8 @@ class Simulator:
         await self.stop()
 
     def _open_log(self) -> None:
-        if self.log_path is None:
-            return
-        try:
-            self._log = self.log_path.open("a", encoding="utf-8")
-        except OSError as exc:
-            message = f"{self.log_path}: cannot open the request log: {exc.strerror}"
-            raise ConfigError(message) from exc
+        if self.log_path is not None:
+            self._log = simrecords.RequestLog(self.log_path)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = self._arrive(request)
@@ -482,9 +240,9 @@ class Simulator:
         finally:
             self._finish(request, exchange)
 
-    def _arrive(self, request: web.BaseRequest) -> _Exchange:
-        kind, project_id, dataset_id = _route(request.method, request.path)
-        exchange = _Exchange(
+    def _arrive(self, request: web.BaseRequest) -> simrecords.Exchange:
+        kind, project_id, dataset_id = simgateway.route(request.method, request.path)
+        exchange = simrecords.Exchange(
             self._arrivals,
             self._clock(),
             kind,
@@ -503,11 +261,11 @@ class Simulator:
         return exchange
 
     async def _serve(
-        self, request: web.BaseRequest, exchange: _Exchange
+        self, request: web.BaseRequest, exchange: simrecords.Exchange
     ) -> web.StreamResponse:
         body = await request.read()
         exchange.body_size = len(body)
-        answer = self._decide(request, exchange, body)
+        answer = self._gateway.decide(request, exchange, body)
         if answer.action == "hang":
             exchange.outcome = "hung"
             self._log_hang(request, exchange)
@@ -542,289 +300,27 @@ class Simulator:
         finally:
             self._delayed.discard(task)
 
-    def _decide(
-        self, request: web.BaseRequest, exchange: _Exchange, body: bytes
-    ) -> _Answer:
-        """
-        Apply routing, auth, rate limit and faults, then answer as the API would.
-        """
-        kind = exchange.kind
-        if kind == "other":
-            return _error(404, _NO_API)
-        if kind == "token":
-            return self._issue_token(body, exchange)
-        refusal = self._refuse_credential(request, body)
-        if refusal is not None:
-            return _error(401, ("APIG.0301", refusal))
-        if kind in self.plan.rate_limited_kinds and not self._admit(exchange.arrived_s):
-            return _error(429, _DEFAULT_ERRORS[429], outcome="throttled")
-
-        fault = self._next_fault(exchange.dataset_id)
-        if fault is not None:
-            exchange.fault = fault
-            if fault.latency_ms is not None:
-                exchange.latency_s = fault.latency_ms / 1000
-            if fault.action != "answer":
-                return _Answer(action=fault.action)
-            if fault.status is not None:
-                return _fault_answer(fault)
-
-        return self._answer_api(request, exchange)
-
-    def revoke_tokens(self) -> None:
-        """
-        Stop accepting every token issued so far; IAM hands out a new one.
-        """
-        self._token_generation += 1
-
-    @property
-    def current_token(self) -> str | None:
-        """
-        Return the token the API accepts (and IAM issues) now.
-        """
-        token = self.plan.token
-        if token is None or self._token_generation == 0:
-            return token
-
-        return f"{token}.{self._token_generation}"
-
-    def _refuse_credential(self, request: web.BaseRequest, body: bytes) -> str | None:
-        """
-        Return why the request's credential is refused, or None to let it in.
-
-        A signed request is checked against ``plan.access_keys`` with the
-        project's own signer, recomputed from what arrived; otherwise the token
-        must be the current one. With neither configured anything goes.
-        """
-        authorization = request.headers.get("Authorization", "")
-        if authorization.startswith(signer.ALGORITHM) and self.plan.access_keys:
-            return self._refuse_signature(request, body, authorization)
-        token = self.current_token
-        if token is not None and request.headers.get("X-Auth-Token") != token:
-            return "Incorrect IAM authentication information: token refused"
-
-        return None
-
-    def _refuse_signature(
-        self, request: web.BaseRequest, body: bytes, authorization: str
-    ) -> str | None:
-        fields = dict(
-            part.strip().split("=", 1)
-            for part in authorization.removeprefix(signer.ALGORITHM).split(",")
-            if "=" in part
-        )
-        secret = self.plan.access_keys.get(fields.get("Access", ""))
-        if secret is None:
-            return "Incorrect IAM authentication information: unknown access key"
-        try:
-            signed_at = datetime.strptime(
-                request.headers.get(signer.HEADER_DATE, ""), signer.SDK_DATE_FORMAT
-            ).replace(tzinfo=UTC)
-        except ValueError:
-            return "Incorrect IAM authentication information: bad X-Sdk-Date"
-        if abs(self._server_time() - signed_at.timestamp()) > _MAX_SKEW_S:
-            return "Incorrect IAM authentication information: X-Sdk-Date expired"
-
-        names = fields.get("SignedHeaders", "").split(";")
-        headers = {name: request.headers.get(name, "") for name in names if name}
-        url = f"http://{request.host}{request.raw_path}"
-        try:
-            expected = signer.sign(
-                method=request.method,
-                url=url,
-                headers=headers,
-                body=body,
-                ak=fields["Access"],
-                sk=secret,
-            )
-        except ValueError:
-            return "Incorrect IAM authentication information: malformed request"
-        if not hmac.compare_digest(expected, authorization):
-            return "Incorrect IAM authentication information: signature mismatch"
-
-        return None
-
     def _server_time(self) -> float:
         return time.time() + self.plan.clock_offset_s
 
-    def _admit(self, now: float) -> bool:
-        """
-        Admit a request if fewer than the limit were admitted in the last second.
-        """
-        if self._rate_cap is None:
-            return True
-        window = self._window
-        while window and window[0] <= now - 1.0:
-            window.popleft()
-        if len(window) >= self._rate_cap:
-            return False
-
-        window.append(now)
-        return True
-
-    def _next_fault(self, dataset_id: str | None) -> Fault | None:
-        if dataset_id is None:
-            return None
-        always = self.plan.always.get(dataset_id)
-        if always is not None:
-            return always
-        scripted = self._scripted.get(dataset_id)
-
-        return scripted.popleft() if scripted else None
-
-    def _answer_api(self, request: web.BaseRequest, exchange: _Exchange) -> _Answer:
-        project_id, dataset_id = exchange.project_id, exchange.dataset_id
-        assert project_id is not None
-        if exchange.kind == "list":
-            return self._list(project_id, request.query, exchange.arrived_s)
-        assert dataset_id is not None
-        dataset = self._lookup(project_id, dataset_id)
-        if dataset is None:
-            return _error(404, _DEFAULT_ERRORS[404])
-        if exchange.kind == "show":
-            status = self._status_of(project_id, dataset, exchange.arrived_s)
-            return _json(_dataset_json(dataset, status))
-        if exchange.kind == "status":
-            return self._sync_status(project_id, dataset_id, exchange.arrived_s)
-
-        return self._sync(project_id, dataset, exchange.arrived_s)
-
-    def _lookup(self, project_id: str, dataset_id: str) -> Dataset | None:
-        if self._catalogue is None:
-            return Dataset(dataset_id)
-
-        return self._catalogue.get(project_id, {}).get(dataset_id)
-
-    def _sync(self, project_id: str, dataset: Dataset, now: float) -> _Answer:
-        """
-        Accept a sync task unless one is still running or the type cannot sync.
-        """
-        if dataset.dataset_type in _TEXT_TYPES:
-            return _error(501, _DEFAULT_ERRORS[501])
-        key = (project_id, dataset.dataset_id)
-        task = self._tasks.get(key)
-        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
-            return _error(400, _SYNC_EXISTS)
-
-        self._tasks[key] = _SyncTask(
-            task_id=uuid.uuid4().hex[:20],
-            started_s=now,
-            create_time_ms=int(time.time() * 1000),
-            fails=dataset.dataset_id in self.plan.failed_syncs,
-            stuck=dataset.dataset_id in self.plan.stuck_syncs,
-        )
-        return _json({})
-
-    def _sync_status(self, project_id: str, dataset_id: str, now: float) -> _Answer:
-        task = self._tasks.get((project_id, dataset_id))
-        if task is None:
-            return _json({"status": "NOT_EXIST", "dataset_id": dataset_id})
-        state = self._state(task, now)
-        dataset = self._lookup(project_id, dataset_id)
-        done = state == "COMPLETED" and dataset is not None
-        elapsed_s = min(now - task.started_s, self.plan.sync_duration_s)
-        payload: dict[str, Any] = {
-            "status": state,
-            "dataset_id": dataset_id,
-            "task_id": task.task_id,
-            "create_time": task.create_time_ms,
-            "duration_time": round(elapsed_s * 1000),
-            "add_sample_count": dataset.sample_count if done and dataset else 0,
-            "deleted_sample_count": 0,
-            "total_sample_count": dataset.sample_count if dataset else 0,
-        }
-        if state == "FAILED":
-            payload["error_code"], payload["error_msg"] = _SYNC_FAILED
-
-        return _json(payload)
-
-    def _state(self, task: _SyncTask, now: float) -> str:
-        duration_s = self.plan.sync_duration_s
-        elapsed_s = now - task.started_s
-        if task.stuck:
-            return "RUNNING"
-        if elapsed_s >= duration_s:
-            return "FAILED" if task.fails else "COMPLETED"
-
-        return "QUEUING" if elapsed_s < duration_s * _QUEUED_SHARE else "RUNNING"
-
-    def _status_of(self, project_id: str, dataset: Dataset, now: float) -> int:
-        """
-        Return the dataset's status code: 5 (synchronizing) while a sync runs.
-        """
-        task = self._tasks.get((project_id, dataset.dataset_id))
-        if task is not None and self._state(task, now) in ("QUEUING", "RUNNING"):
-            return 5
-
-        return dataset.status
-
-    def _list(self, project_id: str, query: Mapping[str, str], now: float) -> _Answer:
-        try:
-            offset, limit = _paging(query)
-        except ValueError as exc:
-            return _error(400, (_BAD_PARAMETER, f"Invalid paging: {exc}"))
-        datasets = list((self._catalogue or {}).get(project_id, {}).values())
-        first = offset * limit if self.plan.list_offset_mode == "pages" else offset
-        repeat = self.plan.list_repeat_page
-        if repeat is not None and first // limit == repeat + 1:
-            first -= limit  # a server bug on purpose: the page before, again
-        page = datasets[first : first + limit]
-
-        return _json(
-            {
-                "total_number": len(datasets),
-                "datasets": [
-                    _dataset_json(d, self._status_of(project_id, d, now)) for d in page
-                ],
-            }
-        )
-
-    def _issue_token(self, body: bytes, exchange: _Exchange) -> _Answer:
-        """
-        Answer an IAM password-token request; the token is the plan's.
-        """
-        try:
-            auth = json.loads(body)["auth"]
-            methods = auth["identity"]["methods"]
-            user = auth["identity"]["password"]["user"] if "password" in methods else {}
-            password = user.get("password")
-            project = auth.get("scope", {}).get("project", {})
-            exchange.project_id = project.get("id")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return _iam_error(400, "Bad Request", "The request body is malformed.")
-        expected = self.plan.iam_password
-        if expected is not None and password != expected:
-            return _iam_error(401, "Unauthorized", "The username or password is wrong.")
-
-        issued = datetime.now(UTC)
-        token = {
-            "methods": methods,
-            "issued_at": issued.strftime(_IAM_TIME),
-            "expires_at": (issued + _TOKEN_LIFETIME).strftime(_IAM_TIME),
-            "project": {k: project[k] for k in ("id", "name") if k in project},
-        }
-        subject = {"X-Subject-Token": self.current_token or "sim-token"}
-        return _Answer(
-            status=201, body=json.dumps({"token": token}).encode(), headers=subject
-        )
-
-    def _finish(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+    def _finish(self, request: web.BaseRequest, exchange: simrecords.Exchange) -> None:
         """
         Turn the notes on a request into its record, keep it and log it.
         """
         self._in_flight -= 1
         if self._in_flight == 0:
             self._idle.set()
-        record = _record(request, exchange, self._clock())
+        record = simrecords.record(request, exchange, self._clock())
         if self._received and self._received[-1].seq > record.seq:
             insort(self._received, record, key=lambda r: r.seq)
         else:
             self._received.append(record)
         if self._log is not None and not exchange.logged:
-            self._log.write(json.dumps(record.as_dict()) + "\n")
-            self._log.flush()
+            self._log.write(record)
 
-    def _log_hang(self, request: web.BaseRequest, exchange: _Exchange) -> None:
+    def _log_hang(
+        self, request: web.BaseRequest, exchange: simrecords.Exchange
+    ) -> None:
         """
         Log a hung request when it starts hanging, with no finish time.
 
@@ -832,34 +328,9 @@ class Simulator:
         log is append-only, so that line is the request's only one.
         """
         if self._log is not None:
-            line = _record(request, exchange, exchange.arrived_s).as_dict()
-            line["finished_s"] = None
-            self._log.write(json.dumps(line) + "\n")
-            self._log.flush()
+            line = simrecords.record(request, exchange, exchange.arrived_s)
+            self._log.write(line, hung=True)
             exchange.logged = True
-
-
-def _record(
-    request: web.BaseRequest, exchange: _Exchange, finished_s: float
-) -> Received:
-    return Received(
-        arrived_s=exchange.arrived_s,
-        finished_s=finished_s,
-        method=request.method,
-        path=request.path,
-        kind=exchange.kind,
-        project_id=exchange.project_id,
-        dataset_id=exchange.dataset_id,
-        status=exchange.status,
-        outcome=exchange.outcome,
-        error_code=exchange.error_code,
-        request_id=exchange.request_id,
-        headers=_redacted(request),
-        body_size=exchange.body_size,
-        seq=exchange.seq,
-        query=request.query_string,
-        fault=None if exchange.fault is None else exchange.fault.label,
-    )
 
 
 async def _listen(
@@ -893,29 +364,6 @@ def _drop(request: web.BaseRequest) -> web.StreamResponse:
         request.transport.abort()
 
     return web.Response(status=500)
-
-
-def _redacted(request: web.BaseRequest) -> CIMultiDictProxy[str]:
-    headers = CIMultiDict(request.headers)
-    for name in _SECRET_HEADERS:
-        if name in headers:
-            headers[name] = REDACTED
-
-    return CIMultiDictProxy(headers)
-
-
-def _iam_error(status: int, title: str, message: str) -> _Answer:
-    body = {"error": {"code": status, "title": title, "message": message}}
-    return _Answer(status=status, body=json.dumps(body).encode())
-
-
-def _index(
-    datasets: Mapping[str, tuple[Dataset, ...]] | None,
-) -> dict[str, dict[str, Dataset]] | None:
-    if datasets is None:
-        return None
-
-    return {p: {d.dataset_id: d for d in items} for p, items in datasets.items()}
 
 
 def serve_forever(
