@@ -5,10 +5,11 @@ This is the only module that prints for people (stdout) and the one exit
 point: an :class:`OrchestratorError` becomes one line on stderr and a named
 exit code; anything else is a bug and keeps its traceback.
 
-It reads and dispatches; the run is elsewhere. What ``run`` does between its
-arguments and its summary (lock, resume, shard, the run itself, report,
+It reads and dispatches; the work is elsewhere. What ``run`` does between
+its arguments and its summary (lock, resume, shard, the run itself, report,
 metrics, exit code) is :mod:`orchestrator.job`, handed plain options rather
-than the parsed namespace; the codes are named in :mod:`orchestrator.exits`.
+than the parsed namespace; the text of ``validate`` and ``run --dry-run`` is
+:mod:`orchestrator.preview`; the codes are named in :mod:`orchestrator.exits`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,12 @@ from orchestrator import (
     lock,
     logs,
     manifest,
+    preview,
     report,
     status,
     summary,
-    targets,
 )
-from orchestrator.client import sync_path, tls_context
+from orchestrator.client import tls_context
 from orchestrator.errors import (
     ConfigError,
     LockHeldError,
@@ -282,120 +283,9 @@ def _load_settings(args: argparse.Namespace) -> config.Settings:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
-    plan = targets.plan(settings)
-    _print_plan(settings, plan, merged=len(settings.targets) - len(plan))
-    for target in plan:
-        print(f"  {target.project_id}/{target.dataset_id}")
-    _print_selectors(settings)
-    print("valid; nothing was sent")
+    _print_lines(preview.validation_lines(settings))
 
     return EXIT_OK
-
-
-def _print_plan(
-    settings: config.Settings,
-    plan: Sequence[config.Target],
-    *,
-    merged: int,
-    skipped: int = 0,
-) -> None:
-    """
-    Print the settings a run would use and how long its plan takes at least.
-    """
-    try:
-        credential = auth.resolve(
-            settings.auth, os.environ, endpoint=settings.endpoint
-        ).source
-    except ConfigError as error:
-        credential = f"none found ({error}); 'run' would stop with exit code 2"
-
-    duration_s = len(plan) / settings.rate_limit_per_s
-    print(f"config      {settings.path} (sha256 {settings.sha256[:12]})")
-    print(f"endpoint    {settings.endpoint}")
-    print(f"credential  {credential}")
-    print(
-        f"pacing      {_pace(settings)}, "
-        f"{settings.concurrency} in flight, timeout {settings.timeout_s:g} s"
-    )
-    print(
-        f"retry       up to {settings.retry.max_attempts} attempts, backoff "
-        f"{settings.retry.initial_backoff_s:g}-{settings.retry.max_backoff_s:g} s, "
-        f"budget {settings.retry.budget_ratio:.0%} of first attempts "
-        f"+ {settings.retry.budget_floor}"
-    )
-    circuit = settings.circuit
-    print(
-        f"circuit     opens after {circuit.failures} failing targets in a row, "
-        f"probes every {circuit.cooldown_s:g} s, stops after {circuit.probes}"
-        if circuit.failures
-        else "circuit     off"
-    )
-    deadline = f"{settings.deadline_s:g} s" if settings.deadline_s else "none"
-    print(f"deadline    {deadline}")
-    wait = settings.wait
-    print(
-        f"wait        every {wait.poll_interval_s:g}-{wait.max_poll_interval_s:g} s "
-        f"for up to {wait.timeout_s:g} s"
-        if wait.enabled
-        else "wait        no (the report shows accepted syncs only)"
-    )
-    resumed = f", {skipped} already succeeded" if skipped else ""
-    print(
-        f"targets     {len(plan)} ({merged} duplicates merged{resumed}); "
-        f"at least {duration_s:.1f} s at the rate limit"
-    )
-
-
-def _dry_run(
-    settings: config.Settings,
-    shard: targets.Shard | None,
-    done: frozenset[tuple[str, str]],
-) -> int:
-    """
-    Print the plan and every request the run would send; send none.
-
-    Targets chosen by name or glob are only listed at run time, so they are
-    shown as the selectors they are.
-    """
-    explicit = targets.plan(settings)
-    narrowed = targets.narrow(targets.Resolved(explicit), shard=shard, done=done)
-    plan, skipped = narrowed.targets, narrowed.decided
-    _print_plan(
-        settings,
-        plan,
-        merged=len(settings.targets) - len(explicit),
-        skipped=len(skipped),
-    )
-    if shard is not None:
-        print(f"shard       {shard}: {len(plan) + len(skipped)} targets of this shard")
-    print(f"requests    {len(plan)} first attempts, without retries:")
-    for target in plan:
-        path = sync_path(target.project_id, target.dataset_id)
-        print(f"  POST {settings.endpoint}{path}")
-    _print_selectors(settings)
-    print("dry run; nothing was sent")
-
-    return EXIT_OK
-
-
-def _print_selectors(settings: config.Settings) -> None:
-    for selector in settings.selectors:
-        print(f"  {selector.project_id}/{{{selector.describe()}}} (listed at run time)")
-
-
-def _pace(settings: config.Settings) -> str:
-    """
-    Describe the rate limit as the user wrote it: ``10/s`` or ``300 per 60 s``.
-    """
-    if settings.rate_window_s == 1.0:
-        text = f"{settings.rate_limit_per_s:g}/s"
-    else:
-        count = settings.rate_limit_per_s * settings.rate_window_s
-        text = f"{count:g} per {settings.rate_window_s:g} s"
-    if settings.rate_burst > 1:
-        text += f" (burst {settings.rate_burst})"
-
-    return text
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -403,7 +293,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = _run_options(args)
     scope = job.scope_for(settings, options)
     if args.dry_run:
-        return _dry_run(scope.settings, scope.shard, scope.done)
+        _print_lines(preview.dry_run_lines(scope.settings, scope.shard, scope.done))
+        return EXIT_OK
 
     return job.run(scope, options, on_report=_print_summary)
 
@@ -427,6 +318,11 @@ def _run_options(args: argparse.Namespace) -> job.Options:
 
 def _verbosity(args: argparse.Namespace) -> int:
     return -1 if args.quiet else min(args.verbose, 1)
+
+
+def _print_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 def _print_summary(document: dict[str, Any], path: Path) -> None:
