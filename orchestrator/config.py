@@ -5,21 +5,23 @@ Every error names the file, line, field path and bad value, states the rule and,
 where there is one, the fix, on one line: ``configs/nightly.yaml:14
 targets[3].dataset_id: must be 1-64 characters of A-Z a-z 0-9 _ -; got 'a/b'``.
 Command-line overrides follow the same rules and name the flag instead.
+
+This module is the schema: which keys exist, how sections nest, which
+combinations are refused. The rules for single values (a rate, a URL, a number
+of seconds) are in `orchestrator.rules`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from orchestrator import rules
 from orchestrator.errors import ConfigError
 from orchestrator.yamldoc import (
     Document,
@@ -194,7 +196,6 @@ class Settings:
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
 
 
-_LONG_ENV_VALUE = 32
 _ENV_VARIABLE_FIX = (
     "put the secret in an environment variable and name that variable with "
     "auth.token_env, auth.sk_env or auth.password_env"
@@ -234,14 +235,6 @@ _RETRY_KEYS = (
 _HALT_KEYS = ("failure_ratio", "min_targets")
 _CIRCUIT_KEYS = ("failures", "cooldown", "probes")
 _RATE_KEYS = ("limit", "burst")
-# "N/T": N requests per T, T a unit with an optional count ("100/10s").
-_RATE_PATTERN = re.compile(
-    r"\s*(?P<n>\d+(?:\.\d+)?)\s*/\s*(?P<count>\d+(?:\.\d+)?)?\s*"
-    r"(?P<unit>s|sec|second|m|min|minute|h|hr|hour)s?\s*"
-)
-_UNIT_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0}
-_UNIT_S |= {"minute": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0}
-_RATE_RULE = "must be a number > 0 (per second) or N per period such as '300/min'"
 # A target names its datasets by exactly one of these, beside project_id.
 _TARGET_SELECTORS = ("dataset_id", "dataset_name", "datasets", "dataset_names")
 _WAIT_KEYS = ("enabled", "poll_interval", "timeout")
@@ -249,9 +242,6 @@ _MAX_PATTERNS = 1000
 # Ids go into the request path; '/', '.', '%' or a space would change the URL.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = "1-64 characters of A-Z a-z 0-9 _ -"
-_ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_URL_USERINFO = re.compile(r"(?<=://)[^/?#]*@")
-_URL_QUERY = re.compile(r"\?[^#]*")
 
 _T = TypeVar("_T")
 
@@ -294,17 +284,17 @@ def apply_overrides(
         ConfigError: A value breaks the rule the config file's field follows.
     """
     if endpoint is not None:
-        endpoint = _flag("--endpoint", endpoint, _endpoint)
+        endpoint = _flag("--endpoint", endpoint, rules.endpoint)
     if rate_limit is not None:
-        per_s, window_s = _flag("--rate-limit", _plain(rate_limit), _rate_limit)
+        per_s, window_s = _flag("--rate-limit", _plain(rate_limit), rules.rate_limit)
         settings = replace(
             settings,
             rate_limit_per_s=per_s,
             rate_window_s=window_s,
-            rate_burst=min(settings.rate_burst, _window_count(per_s, window_s)),
+            rate_burst=min(settings.rate_burst, rules.window_count(per_s, window_s)),
         )
     if concurrency is not None:
-        concurrency = _flag("--concurrency", concurrency, _concurrency)
+        concurrency = _flag("--concurrency", concurrency, rules.concurrency)
 
     return replace(
         settings,
@@ -355,20 +345,20 @@ def _settings(doc: Document, path: Path) -> Settings:
     return Settings(
         path=path,
         sha256=doc.sha256,
-        endpoint=doc.check(fields["endpoint"], "endpoint", _endpoint),
+        endpoint=doc.check(fields["endpoint"], "endpoint", rules.endpoint),
         auth=_auth(doc, fields.get("auth")),
         ca_bundle=_ca_bundle(doc, fields.get("ca_bundle"), path),
         **_pace(doc, fields.get("rate_limit")),
         concurrency=doc.optional(
-            fields, "concurrency", _concurrency, DEFAULT_CONCURRENCY
+            fields, "concurrency", rules.concurrency, DEFAULT_CONCURRENCY
         ),
-        timeout_s=doc.optional(fields, "timeout", _timeout, DEFAULT_TIMEOUT_S),
-        deadline_s=doc.optional(fields, "deadline", _deadline, None),
+        timeout_s=doc.optional(fields, "timeout", rules.timeout, DEFAULT_TIMEOUT_S),
+        deadline_s=doc.optional(fields, "deadline", rules.deadline, None),
         shutdown_grace_s=doc.optional(
-            fields, "shutdown_grace", _shutdown_grace, DEFAULT_SHUTDOWN_GRACE_S
+            fields, "shutdown_grace", rules.shutdown_grace, DEFAULT_SHUTDOWN_GRACE_S
         ),
         retry=_retry(doc, fields.get("retry")),
-        max_failure_ratio=doc.optional(fields, "max_failure_ratio", _ratio, 0.0),
+        max_failure_ratio=doc.optional(fields, "max_failure_ratio", rules.ratio, 0.0),
         halt=_halt(doc, fields.get("halt")),
         wait=_wait(doc, fields.get("wait")),
         circuit=_circuit(doc, fields.get("circuit")),
@@ -402,14 +392,14 @@ def _auth(doc: Document, node: Node | None) -> AuthSettings | None:
     return AuthSettings(
         type=kind,
         token_env=doc.optional(
-            fields, "token_env", _env_name, default.token_env, "auth."
+            fields, "token_env", rules.env_name, default.token_env, "auth."
         ),
-        ak_env=doc.optional(fields, "ak_env", _env_name, default.ak_env, "auth."),
-        sk_env=doc.optional(fields, "sk_env", _env_name, default.sk_env, "auth."),
+        ak_env=doc.optional(fields, "ak_env", rules.env_name, default.ak_env, "auth."),
+        sk_env=doc.optional(fields, "sk_env", rules.env_name, default.sk_env, "auth."),
         security_token_env=doc.optional(
             fields,
             "security_token_env",
-            _env_name,
+            rules.env_name,
             default.security_token_env,
             "auth.",
         ),
@@ -425,13 +415,17 @@ def _password_auth(doc: Document, node: Node, fields: dict[str, Node]) -> AuthSe
             raise doc.error(node, f"auth.{key}", "required for auth type 'password'")
     iam_endpoint = None
     if "iam_endpoint" in fields:
-        iam_endpoint = doc.check(fields["iam_endpoint"], "auth.iam_endpoint", _endpoint)
+        iam_endpoint = doc.check(
+            fields["iam_endpoint"], "auth.iam_endpoint", rules.endpoint
+        )
 
     return AuthSettings(
         type="password",
-        user=doc.check(fields["user"], "auth.user", _name),
-        domain=doc.check(fields["domain"], "auth.domain", _name),
-        password_env=doc.check(fields["password_env"], "auth.password_env", _env_name),
+        user=doc.check(fields["user"], "auth.user", rules.name),
+        domain=doc.check(fields["domain"], "auth.domain", rules.name),
+        password_env=doc.check(
+            fields["password_env"], "auth.password_env", rules.env_name
+        ),
         iam_endpoint=iam_endpoint,
     )
 
@@ -442,7 +436,7 @@ def _ca_bundle(doc: Document, node: Node | None, config_path: Path) -> Path | No
     """
     if node is None:
         return None
-    written = doc.check(node, "ca_bundle", _name)
+    written = doc.check(node, "ca_bundle", rules.name)
     path = Path(written).expanduser()
     if not path.is_absolute():
         path = config_path.parent / path
@@ -462,7 +456,7 @@ def _pace(doc: Document, node: Node | None) -> dict[str, Any]:
     if node is None:
         return {}
     if not isinstance(node, MappingNode):
-        per_s, window_s = doc.check(node, "rate_limit", _rate_limit)
+        per_s, window_s = doc.check(node, "rate_limit", rules.rate_limit)
         return {"rate_limit_per_s": per_s, "rate_window_s": window_s}
     fields = doc.mapping(
         node,
@@ -471,20 +465,13 @@ def _pace(doc: Document, node: Node | None) -> dict[str, Any]:
         "must be a number, 'N/period' or a mapping such as {limit: 300/min, burst: 5}",
         required=("limit",),
     )
-    per_s, window_s = doc.check(fields["limit"], "rate_limit.limit", _rate_limit)
-    burst = doc.optional(fields, "burst", _burst, 1, "rate_limit.")
-    if burst > (most := _window_count(per_s, window_s)):
+    per_s, window_s = doc.check(fields["limit"], "rate_limit.limit", rules.rate_limit)
+    burst = doc.optional(fields, "burst", rules.burst, 1, "rate_limit.")
+    if burst > (most := rules.window_count(per_s, window_s)):
         rule = f"must be <= the requests the limit allows per period ({most})"
         raise doc.error(fields["burst"], "rate_limit.burst", rule, short(burst))
 
     return {"rate_limit_per_s": per_s, "rate_window_s": window_s, "rate_burst": burst}
-
-
-def _window_count(per_s: float, window_s: float) -> int:
-    """
-    Return N in "N per T": how many may start in one window.
-    """
-    return max(1, math.floor(per_s * window_s + 1e-9))
 
 
 def _retry(doc: Document, node: Node | None) -> RetrySettings:
@@ -500,19 +487,23 @@ def _retry(doc: Document, node: Node | None) -> RetrySettings:
 
     retry = RetrySettings(
         max_attempts=doc.optional(
-            fields, "max_attempts", _max_attempts, default.max_attempts, "retry."
+            fields, "max_attempts", rules.max_attempts, default.max_attempts, "retry."
         ),
         initial_backoff_s=doc.optional(
-            fields, "initial_backoff", _backoff, default.initial_backoff_s, "retry."
+            fields,
+            "initial_backoff",
+            rules.backoff,
+            default.initial_backoff_s,
+            "retry.",
         ),
         max_backoff_s=doc.optional(
-            fields, "max_backoff", _backoff, default.max_backoff_s, "retry."
+            fields, "max_backoff", rules.backoff, default.max_backoff_s, "retry."
         ),
         budget_ratio=doc.optional(
-            fields, "budget_ratio", _budget_ratio, default.budget_ratio, "retry."
+            fields, "budget_ratio", rules.budget_ratio, default.budget_ratio, "retry."
         ),
         budget_floor=doc.optional(
-            fields, "budget_floor", _budget_floor, default.budget_floor, "retry."
+            fields, "budget_floor", rules.budget_floor, default.budget_floor, "retry."
         ),
     )
     if retry.max_backoff_s < retry.initial_backoff_s:
@@ -536,26 +527,12 @@ def _halt(doc: Document, node: Node | None) -> HaltSettings | None:
 
     return HaltSettings(
         failure_ratio=doc.optional(
-            fields, "failure_ratio", _ratio, default.failure_ratio, "halt."
+            fields, "failure_ratio", rules.ratio, default.failure_ratio, "halt."
         ),
         min_targets=doc.optional(
-            fields, "min_targets", _min_targets, default.min_targets, "halt."
+            fields, "min_targets", rules.min_targets, default.min_targets, "halt."
         ),
     )
-
-
-def _ratio(value: object) -> float:
-    """
-    Check a share of targets, from 0 to 1.
-    """
-    return _number(value, at_least=0, at_most=1)
-
-
-def _min_targets(value: object) -> int:
-    """
-    Check how many targets must finish before the halt rule is judged.
-    """
-    return _whole(value, at_least=1, at_most=1_000_000)
 
 
 def _circuit(doc: Document, node: Node | None) -> CircuitSettings:
@@ -571,12 +548,12 @@ def _circuit(doc: Document, node: Node | None) -> CircuitSettings:
 
     return CircuitSettings(
         failures=doc.optional(
-            fields, "failures", _circuit_failures, default.failures, "circuit."
+            fields, "failures", rules.circuit_failures, default.failures, "circuit."
         ),
         cooldown_s=doc.optional(
-            fields, "cooldown", _cooldown, default.cooldown_s, "circuit."
+            fields, "cooldown", rules.cooldown, default.cooldown_s, "circuit."
         ),
-        probes=doc.optional(fields, "probes", _probes, default.probes, "circuit."),
+        probes=doc.optional(fields, "probes", rules.probes, default.probes, "circuit."),
     )
 
 
@@ -658,10 +635,10 @@ def _target(doc: Document, item: Node, index: int) -> Target | Selector:
         return Target(project_id, dataset_id, line=line(item))
     selector = Selector(project_id, after=0, line=line(item))
     if key == "dataset_name":
-        name = doc.check(fields[key], where, _dataset_name)
+        name = doc.check(fields[key], where, rules.dataset_name)
         return replace(selector, dataset_name=name)
     if key == "datasets":
-        doc.check(fields[key], where, _all_word)
+        doc.check(fields[key], where, rules.all_word)
         return replace(selector, everything=True)
     return replace(selector, patterns=_patterns(doc, fields[key], where))
 
@@ -676,35 +653,9 @@ def _patterns(doc: Document, node: Node, field: str) -> tuple[str, ...]:
         raise doc.error(node, field, rule, doc.preview(node))
 
     return tuple(
-        doc.check(item, f"{field}[{i}]", _dataset_name) for i, item in enumerate(items)
+        doc.check(item, f"{field}[{i}]", rules.dataset_name)
+        for i, item in enumerate(items)
     )
-
-
-def _dataset_name(value: object) -> str:
-    """
-    Check a dataset name or name glob: text on one line, at most 255 characters.
-    """
-    if (
-        isinstance(value, str)
-        and value.strip()
-        and len(value) <= 255
-        and value.isprintable()
-    ):
-        return value
-
-    rule = "must be a dataset name: 1-255 printable characters"
-    fix = "quote it" if isinstance(value, int | float) else None
-    raise RuleError(rule, short(value), fix)
-
-
-def _all_word(value: object) -> str:
-    """
-    Check the one value ``datasets`` takes.
-    """
-    if value == "all":
-        return "all"
-    fix = "use dataset_names: [GLOB, ...] to choose some"
-    raise RuleError("must be all", short(value), fix)
 
 
 def _wait(doc: Document, node: Node | None) -> WaitSettings:
@@ -719,37 +670,18 @@ def _wait(doc: Document, node: Node | None) -> WaitSettings:
     )
 
     return WaitSettings(
-        enabled=doc.optional(fields, "enabled", _flag_value, False, "wait."),
+        enabled=doc.optional(fields, "enabled", rules.flag_value, False, "wait."),
         poll_interval_s=doc.optional(
-            fields, "poll_interval", _poll_interval, default.poll_interval_s, "wait."
+            fields,
+            "poll_interval",
+            rules.poll_interval,
+            default.poll_interval_s,
+            "wait.",
         ),
         timeout_s=doc.optional(
-            fields, "timeout", _wait_timeout, default.timeout_s, "wait."
+            fields, "timeout", rules.wait_timeout, default.timeout_s, "wait."
         ),
     )
-
-
-def _flag_value(value: object) -> bool:
-    """
-    Check a true/false switch.
-    """
-    if isinstance(value, bool):
-        return value
-    raise RuleError("must be true or false", short(value))
-
-
-def _poll_interval(value: object) -> float:
-    """
-    Check the seconds before the first poll of a sync.
-    """
-    return _number(value, above=0, at_most=3600)
-
-
-def _wait_timeout(value: object) -> float:
-    """
-    Check the seconds one sync may take before its target fails.
-    """
-    return _number(value, above=0)
 
 
 def _identifier(doc: Document, node: Node, field: str) -> str:
@@ -770,240 +702,6 @@ def _identifier(doc: Document, node: Node, field: str) -> str:
     raise doc.error(node, field, rule, short(value), fix)
 
 
-def _rate_limit(value: object) -> tuple[float, float]:
-    """
-    Check the run's rate; return requests per second and the window T in seconds.
-
-    A bare number is per second (T = 1 s); text is "N/T" such as ``300/min``.
-    """
-    if not isinstance(value, str):
-        return _number(value, above=0), 1.0
-    match = _RATE_PATTERN.fullmatch(value)
-    if match is None:
-        raise RuleError(_RATE_RULE, short(value), _number_hint(value, whole=False))
-    count = float(match["n"])
-    window_s = float(match["count"] or 1) * _UNIT_S[match["unit"]]
-    if count <= 0 or window_s <= 0:
-        raise RuleError(_RATE_RULE, short(value))
-
-    return count / window_s, window_s
-
-
-def _burst(value: object) -> int:
-    """
-    Check how many requests may start back to back after an idle spell.
-    """
-    return _whole(value, at_least=1, at_most=100_000)
-
-
-def _concurrency(value: object) -> int:
-    """
-    Check how many requests may be in flight at once.
-    """
-    return _whole(value, at_least=1, at_most=1000)
-
-
-def _timeout(value: object) -> float:
-    """
-    Check the seconds one HTTP request may take.
-    """
-    return _number(value, above=0, at_most=3600)
-
-
-def _deadline(value: object) -> float | None:
-    """
-    Check the seconds the whole run may take; null means no deadline.
-    """
-    if value is None:
-        return None
-    try:
-        return _number(value, above=0)
-    except RuleError as exc:
-        raise RuleError(f"{exc.rule} or null", exc.shown, exc.fix) from None
-
-
-def _shutdown_grace(value: object) -> float:
-    """
-    Check the seconds requests in flight may finish after a stop signal.
-    """
-    return _number(value, at_least=0)
-
-
-def _max_attempts(value: object) -> int:
-    """
-    Check how many requests one target may get, the first one included.
-    """
-    return _whole(value, at_least=1, at_most=100)
-
-
-def _backoff(value: object) -> float:
-    """
-    Check a backoff wait in seconds.
-    """
-    return _number(value, at_least=0)
-
-
-def _budget_ratio(value: object) -> float:
-    """
-    Check the share of first attempts the run may spend on retries.
-    """
-    return _number(value, at_least=0, at_most=10)
-
-
-def _budget_floor(value: object) -> int:
-    """
-    Check the retries the run may spend whatever its size.
-    """
-    return _whole(value, at_least=0, at_most=1_000_000)
-
-
-def _circuit_failures(value: object) -> int:
-    """
-    Check how many targets in a row may fail transiently before sending stops.
-    """
-    return _whole(value, at_least=0, at_most=1_000_000)
-
-
-def _cooldown(value: object) -> float:
-    """
-    Check the seconds an open circuit waits before its next probe.
-    """
-    return _number(value, at_least=0, at_most=3600)
-
-
-def _probes(value: object) -> int:
-    """
-    Check how many failed probes in a row end the run.
-    """
-    return _whole(value, at_least=1, at_most=1000)
-
-
-def _number(
-    value: object,
-    *,
-    above: float | None = None,
-    at_least: float | None = None,
-    at_most: float | None = None,
-) -> float:
-    """
-    Return a finite int or float within bounds, as a float.
-    """
-    rule = f"must be a number {_bounds(above, at_least, at_most)}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RuleError(rule, short(value), _number_hint(value, whole=False))
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RuleError(rule, short(value), "infinity and NaN are not allowed")
-    if (
-        (above is not None and not value > above)
-        or (at_least is not None and not value >= at_least)
-        or (at_most is not None and not value <= at_most)
-    ):
-        raise RuleError(rule, short(value))
-
-    try:
-        return float(value)
-    except OverflowError:
-        raise RuleError(rule, short(value), "a float cannot hold it") from None
-
-
-def _whole(value: object, *, at_least: int, at_most: int) -> int:
-    """
-    Return an int (not a bool, not a float) within bounds.
-    """
-    rule = f"must be a whole number {_bounds(None, at_least, at_most)}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        fix = _number_hint(value, whole=True)
-        if isinstance(value, float) and value.is_integer():
-            fix = f"write {int(value)}" if at_least <= value <= at_most else None
-        raise RuleError(rule, short(value), fix)
-    if not at_least <= value <= at_most:
-        raise RuleError(rule, short(value))
-    return value
-
-
-def _bounds(above: float | None, at_least: float | None, at_most: float | None) -> str:
-    """
-    Return bounds as text, such as ``> 0 and <= 3600``.
-    """
-    parts = []
-    if above is not None:
-        parts.append(f"> {above:g}")
-    if at_least is not None:
-        parts.append(f">= {at_least:g}")
-    if at_most is not None:
-        parts.append(f"<= {at_most:g}")
-    return " and ".join(parts)
-
-
-def _number_hint(value: object, *, whole: bool) -> str | None:
-    """
-    Suggest the plain number a string spells, if it spells one.
-
-    YAML 1.1 reads ``1e3`` (no dot) as text, and quoted digits are text too.
-    """
-    if not isinstance(value, str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(number) or (whole and not number.is_integer()):
-        return None
-
-    plain = int(number) if number.is_integer() and abs(number) < 1e15 else number
-    return f"write a plain number such as {plain!r}"
-
-
-def _endpoint(value: object) -> str:
-    """
-    Return the endpoint URL without a trailing slash.
-
-    Only https, except plain http to a loopback host (the simulator, a tunnel).
-    """
-    if not isinstance(value, str):
-        rule = "must be a URL such as https://modelarts.cn-north-4.myhuaweicloud.com"
-        raise RuleError(rule, short(value))
-    shown = short(_URL_QUERY.sub("?***", _URL_USERINFO.sub("***@", value)))
-    if " " in value or not value.isprintable():
-        raise RuleError("must not contain spaces or control characters", shown)
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise RuleError("must be a valid URL", shown) from None
-
-    scheme = parts.scheme.lower()
-    if "@" in parts.netloc:
-        fix = "credentials come from environment variables"
-        raise RuleError("must not contain user info (user:password@)", shown, fix)
-    if scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise RuleError("must be an absolute https:// URL with a host", shown)
-    if scheme == "http" and not _is_loopback(parts.hostname):
-        rule = (
-            "must use https; plain http is allowed only for localhost, 127.0.0.0/8, ::1"
-        )
-        raise RuleError(rule, shown)
-    if parts.path not in ("", "/") or "?" in value or "#" in value:
-        fix = (
-            f"give only {parts.scheme}://{parts.netloc}; the API path is added per call"
-        )
-        raise RuleError("must not have a path, query or fragment", shown, fix)
-
-    return value.removesuffix("/")
-
-
-def _is_loopback(host: str) -> bool:
-    """
-    Tell whether a URL's host is this machine: localhost, 127.0.0.0/8 or ::1.
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _auth_type(value: object) -> str:
     """
     Check the kind of credential.
@@ -1013,28 +711,3 @@ def _auth_type(value: object) -> str:
     supported = ", ".join(_AUTH_TYPES)
     fix = "leave auth out to use the default credential chain"
     raise RuleError(f"must be a supported auth type ({supported})", short(value), fix)
-
-
-def _name(value: object) -> str:
-    """
-    Check a plain non-empty text value (a user, an account, a path).
-    """
-    if isinstance(value, str) and value.strip() and len(value) <= 255:
-        return value.strip()
-
-    raise RuleError("must be non-empty text of at most 255 characters", short(value))
-
-
-def _env_name(value: object) -> str:
-    """
-    Check an environment variable's name, never echoing what may be a secret.
-    """
-    if isinstance(value, str) and _ENV_PATTERN.fullmatch(value):
-        return value
-
-    rule = "must name an environment variable (letters, digits, _; no leading digit)"
-    if isinstance(value, str) and len(value) > _LONG_ENV_VALUE:
-        shown = f"a {len(value)}-character string, not shown in case it is a secret"
-        fix = "put the secret in an environment variable and write that variable's name"
-        raise RuleError(rule, shown, fix)
-    raise RuleError(rule, short(value))
