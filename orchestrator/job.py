@@ -172,7 +172,7 @@ def _finish(
     Write the report and the metrics of a finished run; return its exit code.
     """
     settings, shard = scope.settings, scope.shard
-    document = report.build(result.outcomes, _facts(settings, result))
+    document = report.assemble(result.outcomes, _facts(settings, result))
     if shard is not None:
         document["shard"] = {"index": shard.index, "count": shard.count}
     written = report.write(document, report_path)

@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import stat
+import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -713,3 +714,45 @@ def test_build_reports_sync_states_names_and_sample_sums() -> None:
     }
     assert timed_out["sync"]["state"] == "RUNNING"
     assert (unresolved["dataset_id"], unresolved["sync"]) == (None, None)
+
+
+def test_an_assembled_report_writes_the_same_bytes_as_a_built_one(
+    tmp_path: Path,
+) -> None:
+    """Results built as they are read give the file a list of dicts gives."""
+    outcomes = _outcomes() * 700  # past one 2,000-result batch of the writer
+    built_path = report.write(report.build(outcomes, FACTS), tmp_path / "built.json")
+    assembled = report.assemble(outcomes, FACTS)
+    assembled_path = report.write(assembled, tmp_path / "assembled.json")
+
+    assert assembled_path.read_bytes() == built_path.read_bytes()
+    assert len(assembled["results"]) == len(outcomes)
+    assert assembled["results"][1] == report.build(outcomes[:2], FACTS)["results"][1]
+    assert list(assembled["results"])[-1]["status"] == "skipped"
+
+
+def test_writing_an_assembled_report_does_not_hold_every_result_as_a_dict(
+    tmp_path: Path,
+) -> None:
+    """Writing a 20,000-target run's report peaks far below its results as dicts."""
+    outcomes = [
+        Outcome("p1", f"d{i}", "succeeded", http_status=200, history=(_ok(i / 100),))
+        for i in range(20_000)
+    ]
+
+    def peak_bytes(write: Callable[[], object]) -> int:
+        tracemalloc.start()
+        try:
+            write()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    lazy = peak_bytes(
+        lambda: report.write(report.assemble(outcomes, FACTS), tmp_path / "a.json")
+    )
+    eager = peak_bytes(
+        lambda: report.write(report.build(outcomes, FACTS), tmp_path / "b.json")
+    )
+
+    assert lazy < eager / 3, (lazy, eager)
