@@ -298,3 +298,70 @@ def test_streaming_leaves_other_documents_as_they_compose(
     with opened(path, "file", streamed={"items": _item_reader}) as doc:
         streamed = None if doc.root is None else doc.preview(doc.root)
     assert streamed == plain
+
+
+SCALARS = [
+    "~",
+    "null",
+    "",
+    "yes",
+    "No",
+    "on",
+    "0x1F",
+    "0o17",
+    "017",
+    "1_000",
+    "1e3",
+    "1.5e3",
+    ".inf",
+    "-.5",
+    "+12",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "'123'",
+    '"true"',
+    "12:30:00",
+    "=",
+    "plain text",
+    "!!str 5",
+    "! 5",
+    "!!int '7'",
+    "0b1010",
+    "a - b",
+    ".nan",
+    "Null",
+    "NULL",
+    "True",
+    "3.",
+    "ds-000001",
+]
+
+
+def _tags_and_values(doc: Document, node: Node) -> list[tuple[str, str]]:
+    """
+    Return the (tag, text) of every item of a list node, streamed or not.
+    """
+    if isinstance(node, yamldoc.StreamedList):
+        return list(node.results)  # type: ignore[arg-type]
+    return [(item.tag, item.value) for item in doc.items(node, "items", "a list")]
+
+
+def test_streamed_scalars_get_the_tags_the_whole_composer_gives(
+    tmp_path: Path,
+) -> None:
+    """Every kind of scalar resolves to the same tag streamed as composed whole."""
+    text = "items:\n" + "".join(f"  - {scalar}\n" for scalar in SCALARS)
+    path = _write(tmp_path, text)
+
+    def reader(doc: Document, item: Node, index: int) -> object:
+        return item.tag, item.value
+
+    with opened(path, "file") as doc:
+        whole = _tags_and_values(doc, doc.pairs(_root(doc), "", None, "m")["items"][1])
+    with opened(path, "file", streamed={"items": reader}) as doc:
+        node = doc.pairs(_root(doc), "", None, "m")["items"][1]
+        assert isinstance(node, yamldoc.StreamedList)
+        streamed = _tags_and_values(doc, node)
+
+    assert streamed == whole
+    assert len({tag for tag, _ in whole}) >= 6  # the list really mixes types
