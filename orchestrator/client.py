@@ -294,11 +294,15 @@ class ModelArtsClient:
         headers.update(sent_auth)
         sent = _SendState(on_sent)
 
+        # For a POST aiohttp writes the same bytes (Content-Length: 0 included)
+        # from None as from b"", without the task per request it starts to
+        # write an empty payload; a GET keeps b"" and so its Content-Length: 0.
+        data = body if body or method != "POST" else None
         try:
             async with self._session.request(
                 method,
                 url,
-                data=body,
+                data=data,
                 headers=headers,
                 trace_request_ctx={"sent": sent},
             ) as response:

@@ -4,8 +4,9 @@ How the client maps HTTP answers to results and typed errors (aioresponses).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -73,7 +74,7 @@ async def test_accepted_post_sends_empty_json_body_with_headers(
     assert accepted.http_status == 200
     assert accepted.request_id == "req-1"
     assert not accepted.already_running
-    assert call.kwargs["data"] == b""
+    assert not call.kwargs["data"], "no body: the wire test checks its bytes"
     assert call.kwargs["headers"]["Content-Type"] == "application/json"
     assert call.kwargs["headers"]["X-Auth-Token"] == "test-token-value"
 
@@ -335,3 +336,65 @@ async def test_list_datasets_passes_paging_and_skips_unusable_entries(
         ("a", "cars", 5),
         ("b", "", None),
     ]
+
+
+async def _raw_requests(
+    calls: int, send: Callable[[ModelArtsClient], Awaitable[object]]
+) -> list[bytes]:
+    """
+    Return the bytes of ``calls`` requests a loopback server received.
+    """
+    received: list[bytes] = []
+
+    async def answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while len(received) < calls:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            received.append(head)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with (
+        server,
+        ModelArtsClient(
+            f"http://127.0.0.1:{port}", StaticAuth(), timeout_s=5, concurrency=1
+        ) as client,
+    ):
+        await send(client)
+    return received
+
+
+@pytest.mark.parametrize(
+    ("call", "request_line"),
+    [
+        pytest.param(
+            lambda c: c.sync_data(PROJECT, DATASET),
+            f"POST /v2/{PROJECT}/datasets/{DATASET}/sync-data HTTP/1.1",
+            id="post",
+        ),
+        pytest.param(
+            lambda c: c.sync_status(PROJECT, DATASET),
+            f"GET /v2/{PROJECT}/datasets/{DATASET}/sync-data/status HTTP/1.1",
+            id="get",
+        ),
+    ],
+)
+async def test_requests_on_the_wire_carry_content_length_0_and_no_body(
+    call: Callable[[ModelArtsClient], Awaitable[object]], request_line: str
+) -> None:
+    """Each request's head says Content-Length: 0 (no body), JSON and the token."""
+    (head,) = await _raw_requests(1, call)
+
+    lines = head.decode().split("\r\n")
+    assert lines[0] == request_line
+    assert "Content-Length: 0" in lines
+    assert "Content-Type: application/json" in lines
+    assert "X-Auth-Token: test-token-value" in lines
+    assert not any(line.lower().startswith("transfer-encoding") for line in lines)

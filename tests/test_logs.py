@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 import structlog
@@ -63,6 +64,31 @@ def test_verbosity_sets_the_level(verbosity: int, events: list[str]) -> None:
 
     logged = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert logged == events
+
+
+@pytest.mark.parametrize("verbosity", [-2, -1, 0, 1])
+def test_enabled_for_agrees_with_what_is_written(verbosity: int) -> None:
+    """enabled_for says yes for exactly the levels whose lines reach the stream."""
+    stream = io.StringIO()
+    logs.configure(log_format="json", verbosity=verbosity, stream=stream)
+    log = structlog.get_logger("test")
+    levels = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]
+
+    for level in levels:
+        log.log(level, "test.logged", level_number=level)
+
+    written = [
+        json.loads(line)["level_number"] for line in stream.getvalue().splitlines()
+    ]
+    assert [level for level in levels if logs.enabled_for(level)] == written
+    assert written, "errors are always written"
+
+
+def test_enabled_for_says_yes_under_an_unknown_wrapper_class() -> None:
+    """A wrapper class that is not structlog's filtering one lets everything through."""
+    structlog.configure(wrapper_class=structlog.stdlib.BoundLogger)
+
+    assert logs.enabled_for(logging.DEBUG)
 
 
 def test_secret_named_keys_are_masked_at_any_depth() -> None:
