@@ -14,13 +14,14 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.connector import Connection
 from yarl import URL
 
 from orchestrator import __version__
@@ -146,15 +147,13 @@ class ModelArtsClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ModelArtsClient:
-        tracing = aiohttp.TraceConfig()
-        tracing.on_request_headers_sent.append(_call_on_sent)
         connector = aiohttp.TCPConnector(
             limit=self._concurrency, limit_per_host=self._concurrency, ssl=self._ssl
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
-            trace_configs=[tracing],
+            request_class=_TimedRequest,
             headers={"User-Agent": USER_AGENT},
             raise_for_status=False,
         )
@@ -298,13 +297,10 @@ class ModelArtsClient:
         # from None as from b"", without the task per request it starts to
         # write an empty payload; a GET keeps b"" and so its Content-Length: 0.
         data = body if body or method != "POST" else None
+        watching = _SENDING.set(sent)
         try:
             async with self._session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                trace_request_ctx={"sent": sent},
+                method, url, data=data, headers=headers
             ) as response:
                 answer_body = await response.content.read(MAX_BODY_BYTES)
                 return _Answer(
@@ -332,6 +328,8 @@ class ModelArtsClient:
                 f"{method} {path}: connection failed: {type(exc).__name__}: {exc}",
                 ambiguous=sent.happened,
             ) from exc
+        finally:
+            _SENDING.reset(watching)
 
     async def _error_for(self, answer: _Answer, project_id: str) -> ApiError:
         """
@@ -363,17 +361,30 @@ class ModelArtsClient:
         return error
 
 
-async def _call_on_sent(
-    session: aiohttp.ClientSession,
-    context: SimpleNamespace,
-    params: aiohttp.TraceRequestHeadersSentParams,
-) -> None:
+# The send state of the request the current task is making: aiohttp awaits a
+# request's send() in the task that asked for it.
+_SENDING: ContextVar[_SendState | None] = ContextVar("sending", default=None)
+
+
+class _TimedRequest(aiohttp.ClientRequest):
     """
-    Tell the caller its request has just been written to the socket.
+    An aiohttp request that tells its send state once it is on the wire.
+
+    aiohttp's tracing could say so too (``on_request_headers_sent``), but it
+    sends every one of its signals for every request whether or not anyone
+    listens, and fires that one before the headers are written: about 120 µs
+    of CPU per target when measured, a quarter of the run's own cost.
     """
-    sent = (context.trace_request_ctx or {}).get("sent")
-    if isinstance(sent, _SendState):
-        sent.mark()
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        response = await super().send(conn)
+        # With no body, send() returns once the request head has been handed
+        # to the transport: the request has left. With a body the writing
+        # may still be under way, so this errs toward "may have arrived".
+        sent = _SENDING.get()
+        if sent is not None:
+            sent.mark()
+        return response
 
 
 class _SendState:
