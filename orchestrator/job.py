@@ -39,6 +39,7 @@ from orchestrator import (
     lock,
     logs,
     report,
+    runtime,
     targets,
     thresholds,
 )
@@ -146,8 +147,16 @@ def _locked_run(
     progress = _progress(options, len(settings.targets) + len(settings.selectors))
 
     narrow = functools.partial(targets.narrow, shard=scope.shard, done=scope.done)
+    loop_factory = runtime.loop_factory()
+    log.debug(
+        "run.event_loop_chosen",
+        event_loop="asyncio" if loop_factory is None else "uvloop",
+    )
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        with (
+            runtime.steady_collector(),
+            asyncio.Runner(loop_factory=loop_factory) as loop_runner,
+        ):
             result, signal_number = loop_runner.run(
                 _resolve_and_run(
                     settings, credential, ssl_context, [run_journal, progress], narrow
@@ -267,22 +276,6 @@ def _resumed(options: Options, settings: config.Settings) -> frozenset[tuple[str
     log.info("run.resumed", path=str(options.resume), succeeded_before=len(done))
 
     return done
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """
-    Return uvloop's loop factory when uvloop is installed, else None (asyncio's).
-
-    uvloop is optional: it cut the CPU per request when measured in bench/.
-    """
-    try:
-        import uvloop  # optional: looked for at run time
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    log.debug("run.event_loop_chosen", event_loop="uvloop")
-
-    return factory
 
 
 def _check_writable(path: Path) -> None:

@@ -19,7 +19,8 @@ Three rules, all enforced for every request:
   always keeps the configured ceiling; only the schedule adapts.
 
 A request counts from its release until :meth:`Ticket.mark_sent` moves it to
-the moment its headers went out (aiohttp's tracing hooks call it).
+the moment its head was handed to the socket (the client's request class
+calls it: ``client._TimedRequest``).
 """
 
 from __future__ import annotations

@@ -822,3 +822,28 @@ def _read_all(fd: int) -> str:
             break
         chunks.append(chunk)
     return b"".join(chunks).decode()
+
+
+def test_run_in_process_gives_back_the_callers_garbage_collector(
+    tmp_path: Path, sim_process: StartSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run embedded in a program tunes the collector only while it lasts."""
+    import gc
+
+    from orchestrator import cli as cli_module
+
+    sim = sim_process({})
+    config = write_config(tmp_path, sim.url, count=3)
+    for name, value in cli_env().items():
+        monkeypatch.setenv(name, value)
+    threshold = gc.get_threshold()
+    gc.set_threshold(123, 4, 5)
+    try:
+        code = cli_module.main(["run", str(config), "--report", str(tmp_path / "r")])
+        after = gc.get_threshold(), gc.get_freeze_count()
+    finally:
+        gc.set_threshold(*threshold)
+
+    assert code == 0
+    assert len(sim.requests()) == 3
+    assert after == ((123, 4, 5), 0)
