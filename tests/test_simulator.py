@@ -607,6 +607,20 @@ async def test_log_path_gets_one_json_line_per_request(
     assert len(log_path.read_text().splitlines()) == 3
 
 
+async def test_without_kept_records_requests_are_only_logged(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Serve mode's simulator logs every request and keeps none in memory."""
+    log_path = tmp_path / "requests.jsonl"
+    async with Simulator(log_path=log_path, keep_records=False) as sim:
+        for name in ("ds-1", "ds-2"):
+            assert (await sync(session, sim, name))[0] == 200
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [r["dataset_id"] for r in rows] == ["ds-1", "ds-2"]
+    assert sim.received == []
+
+
 async def test_received_is_in_arrival_order(session: aiohttp.ClientSession) -> None:
     """A slow request that finishes last still comes first in received."""
     async with Simulator(Plan(always={"slow": Fault(latency_ms=200)})) as sim:
