@@ -14,11 +14,12 @@ import asyncio
 import signal
 from pathlib import Path
 
+from orchestrator import runtime
 from orchestrator.simulator import Plan, Simulator
 
 
 async def serve(log: Path, limit: float, hold_s: float, then: float) -> None:
-    sim = Simulator(Plan(rate_limit_per_s=limit), log_path=log)
+    sim = Simulator(Plan(rate_limit_per_s=limit), log_path=log, keep_records=False)
     url = await sim.start()
     print(f"listening on {url}", flush=True)
     stop = asyncio.Event()
@@ -43,7 +44,12 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=30)
     parser.add_argument("--then", type=float, default=1000)
     args = parser.parse_args()
-    asyncio.run(serve(args.log, args.limit, args.hold, args.then))
+    # Served as `modelarts-sync simulate` serves (see simulator.serve_forever).
+    with (
+        runtime.steady_collector(young=0),
+        asyncio.Runner(loop_factory=runtime.loop_factory()) as loop_runner,
+    ):
+        loop_runner.run(serve(args.log, args.limit, args.hold, args.then))
 
 
 if __name__ == "__main__":
