@@ -4,7 +4,8 @@ The alternatives modelarts-sync is measured against, each POSTing the same URLs.
 ``python bench/peers.py KIND --url URL --count N --concurrency C [--rate R]``
 
 - ``bare``: a plain aiohttp loop, C workers, no pacing: the stack's ceiling;
-- ``aiometer``: ``aiometer.run_on_each`` with ``max_at_once`` and ``max_per_second``;
+- ``aiometer``: ``aiometer.run_on_each`` with ``max_at_once`` and ``max_per_second``
+  (``--rate inf``: no ``max_per_second``);
 - ``aiolimiter``: an ``AsyncLimiter(R, 1)`` and a semaphore around aiohttp;
 - ``requests``: a naive sequential ``requests.Session`` loop.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 from collections.abc import Awaitable, Callable
 
@@ -75,7 +77,9 @@ async def with_aiometer(targets: list[str], concurrency: int, rate: float) -> No
             lambda url: _post(session, url),
             targets,
             max_at_once=concurrency,
-            max_per_second=rate,
+            # inf: no pacer at all. With any rate aiometer sleeps before each
+            # start, and uvloop's millisecond timers then cap it near 1,000/s.
+            max_per_second=None if math.isinf(rate) else rate,
         )
 
     await _session_run(concurrency, body)
