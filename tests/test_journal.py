@@ -42,6 +42,22 @@ def test_journal_has_a_header_and_one_line_per_outcome(tmp_path: Path) -> None:
     assert contents.succeeded() == {(PROJECT, "ds-1")}
 
 
+def test_undecodable_text_is_journaled_with_escapes(tmp_path: Path) -> None:
+    """A config path or error text with undecodable bytes shows them as escapes."""
+    path = tmp_path / "r.journal.jsonl"
+    config_path = Path("conf-\udcff.yaml")  # how Python names a non-UTF-8 file
+    run_journal = journal.Journal(path, config_path=config_path, config_sha256="a")
+
+    failed = Outcome(PROJECT, "ds-1", "failed", error_msg="bad \udc80 byte 数据")
+    run_journal.on_outcome(failed)
+    run_journal.close()
+
+    header, row = (json.loads(line) for line in path.read_text().splitlines())
+    assert header["config_path"] == "conf-\\udcff.yaml"
+    assert row["error_msg"] == "bad \\udc80 byte 数据"
+    assert journal.read(path).results == (row,)
+
+
 def test_read_ignores_a_torn_last_line(tmp_path: Path) -> None:
     """A line cut short by a kill is dropped; the rows before it stay."""
     path = tmp_path / "j.jsonl"
