@@ -216,3 +216,33 @@ def test_dry_run_with_resume_lists_only_the_remaining_targets(
     assert len(posts) == 1
     assert "ds-0002" in posts[0]
     assert "2 already succeeded" in done.stdout
+
+
+def test_targets_cancelled_by_an_open_circuit_are_resumed(
+    tmp_path: Path, sim_process: StartSim
+) -> None:
+    """After an outage opens the circuit, --resume sends what was not done."""
+    work = [f"ds-{i:04d}" for i in range(1, 21)]
+    down = sim_process({"always": dict.fromkeys(work, 503)})
+    healthy = sim_process({})
+    circuit = {"failures": 3, "cooldown": 0.1, "probes": 1}
+    config = write_config(tmp_path, down.url, count=20, concurrency=1, circuit=circuit)
+    first = cli("run", str(config), "--report", str(tmp_path / "a.json"))
+    document = load_report(tmp_path / "a.json")
+    cancelled = {
+        r["dataset_id"]
+        for r in document["results"]
+        if (r["status"], r["reason"]) == ("cancelled", "circuit_open")
+    }
+
+    second = cli(
+        "run", str(config), "--endpoint", healthy.url,
+        "--report", str(tmp_path / "b.json"), "--resume", str(tmp_path / "a.json"),
+    )  # fmt: skip
+
+    assert first.returncode == 1
+    assert document["stop_reason"] == "circuit_open"
+    assert len(cancelled) >= 15
+    assert second.returncode == 0, second.stderr
+    assert sorted(r["dataset_id"] for r in healthy.requests()) == work
+    assert load_report(tmp_path / "b.json")["summary"]["succeeded"] == 20
