@@ -524,7 +524,7 @@ def plot(pace: dict[str, Any], adapt: dict[str, Any], path: Path) -> None:
 
 def goals(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """
-    Return each goal of issue 6 with this run's figure and whether it was met.
+    Return each goal the benchmarks hold us to, this run's figure, and if it was met.
     """
     ours = results["overhead"]["modelarts-sync"]
     mk, sc, ad = results["makespan"], results["scale"], results["adaptive"]

@@ -44,9 +44,9 @@ def steady_collector(young: int = RUN_GC_THRESHOLD) -> Iterator[None]:
     of it full collections walking the config and the targets, which live as
     long as the run does. Freezing what exists now moves those objects out of
     the collector's sight; a higher young-generation threshold makes the
-    collections that remain rarer. Cyclic garbage is still collected, in
-    batches of at most ``RUN_GC_THRESHOLD`` allocations, so memory stays
-    bounded. The caller's settings come back on the way out, however it ends.
+    collections that remain rarer. Cyclic garbage is still collected, every
+    ``young`` allocations at most, so memory stays bounded. The caller's
+    settings come back on the way out, however it ends.
 
     ``young`` is the young-generation threshold while inside; a caller's
     higher one is kept. Rarer collections cost less in all but take longer

@@ -314,12 +314,11 @@ class Simulator:
         if self._in_flight == 0:
             self._idle.set()
         record = simrecords.record(request, exchange, self._clock())
-        if not self._keep_records:
-            pass  # the log, if any, is the only record
-        elif self._received and self._received[-1].seq > record.seq:
-            insort(self._received, record, key=lambda r: r.seq)
-        else:
-            self._received.append(record)
+        if self._keep_records:
+            if self._received and self._received[-1].seq > record.seq:
+                insort(self._received, record, key=lambda r: r.seq)
+            else:
+                self._received.append(record)
         if self._log is not None and not exchange.logged:
             self._log.write(record)
 
