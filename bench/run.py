@@ -181,8 +181,8 @@ def overhead(work: Path, scale: int) -> dict[str, Any]:
     """
     Unthrottled sending throughput of each tool against the bare aiohttp loop.
 
-    The box's speed drifts by up to half between runs a minute apart, so one
-    pair of runs can put the ratio anywhere from 0.65 to 0.85. Each round runs
+    The box's speed drifts by up to half between runs a minute apart: single
+    pairs of runs put the ratio anywhere from 0.64 to 1.13. Each round runs
     every tool once, in a rotating order; a tool's ratio in a round is over
     that round's bare loop, and each figure is the median over the rounds.
     """
