@@ -174,7 +174,7 @@ def busiest(times: list[float], window_s: float = 1.0) -> int:
 # --------------------------------------------------------------------- scenarios
 
 
-OVERHEAD_ROUNDS = 5
+OVERHEAD_ROUNDS = 7
 
 
 def overhead(work: Path, scale: int) -> dict[str, Any]:
