@@ -31,7 +31,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	touch $(BENCH_STAMP)
 
-# Not part of `make test`: about 13 minutes on 2 cores; writes docs/benchmarks.md.
+# Not part of `make test`: about 15 minutes on 2 cores; writes docs/benchmarks.md.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
