@@ -45,11 +45,7 @@ def main() -> None:
     parser.add_argument("--then", type=float, default=1000)
     args = parser.parse_args()
     # Served as `modelarts-sync simulate` serves (see simulator.serve_forever).
-    with (
-        runtime.steady_collector(young=0),
-        asyncio.Runner(loop_factory=runtime.loop_factory()) as loop_runner,
-    ):
-        loop_runner.run(serve(args.log, args.limit, args.hold, args.then))
+    runtime.run(serve(args.log, args.limit, args.hold, args.then), young=0)
 
 
 if __name__ == "__main__":

@@ -147,21 +147,16 @@ def _locked_run(
     progress = _progress(options, len(settings.targets) + len(settings.selectors))
 
     narrow = functools.partial(targets.narrow, shard=scope.shard, done=scope.done)
-    loop_factory = runtime.loop_factory()
     log.debug(
         "run.event_loop_chosen",
-        event_loop="asyncio" if loop_factory is None else "uvloop",
+        event_loop="asyncio" if runtime.loop_factory() is None else "uvloop",
     )
     try:
-        with (
-            runtime.steady_collector(),
-            asyncio.Runner(loop_factory=loop_factory) as loop_runner,
-        ):
-            result, signal_number = loop_runner.run(
-                _resolve_and_run(
-                    settings, credential, ssl_context, [run_journal, progress], narrow
-                )
+        result, signal_number = runtime.run(
+            _resolve_and_run(
+                settings, credential, ssl_context, [run_journal, progress], narrow
             )
+        )
     finally:
         run_journal.close()
         _restore_logs(options)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 # Allocations between young-generation collections while a run lasts (the
 # interpreter's default is 700): a sent request allocates a few hundred
@@ -61,3 +64,13 @@ def steady_collector(young: int = RUN_GC_THRESHOLD) -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+def run(main: Coroutine[Any, Any, _T], *, young: int = RUN_GC_THRESHOLD) -> _T:
+    """
+    Run ``main`` to completion on :func:`loop_factory`'s loop, collector steadied.
+
+    ``young`` goes to :func:`steady_collector`.
+    """
+    with steady_collector(young), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)

@@ -389,11 +389,9 @@ def serve_forever(
     # uvloop, what startup made frozen, short young collections, and no
     # records in memory for full collections to walk. Served so, a 500/s
     # client's busiest second at the simulator went from 513-514 to 500.
-    with (
-        runtime.steady_collector(young=0),
-        asyncio.Runner(loop_factory=runtime.loop_factory()) as loop_runner,
-    ):
-        loop_runner.run(_serve_until_signalled(plan, host, port, log_path, ssl_context))
+    runtime.run(
+        _serve_until_signalled(plan, host, port, log_path, ssl_context), young=0
+    )
 
 
 async def _serve_until_signalled(
