@@ -54,6 +54,13 @@ class CircuitBreaker:
         self._changed = asyncio.Event()
 
     @property
+    def closed(self) -> bool:
+        """
+        Return whether requests flow freely (the state is ``closed``).
+        """
+        return self._open_until is None
+
+    @property
     def state(self) -> str:
         """
         Return ``closed``, ``open`` or ``half_open``.

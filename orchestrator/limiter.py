@@ -145,6 +145,8 @@ class RateLimiter:
         self._next_slot = -math.inf
         self._paused_until = -math.inf
         self._lock = asyncio.Lock()
+        # Callers inside acquire(): while any waits, try_acquire() defers to it.
+        self._queued = 0
         # The schedule never outpaces the window (T + margin per N starts), so
         # the window is a safety net for bunched sends, and a late wake-up does
         # not add its lateness to every later window.
@@ -222,25 +224,47 @@ class RateLimiter:
             ceiling_per_s=self._ceiling_per_s,
         )
 
+    def try_acquire(self) -> Ticket | None:
+        """
+        Return a ticket if a request may start now and none is queued, else None.
+
+        The unthrottled path without a coroutine or the lock; callers fall
+        back to :meth:`acquire`, which queues them in turn.
+        """
+        if self._queued:
+            return None
+        now = self._clock.now()
+        if now >= self._next_step:
+            self._regrow(now)
+        if self._ready_at(now) > now:
+            return None
+        return self._release(now)
+
     async def acquire(self) -> Ticket:
         """
         Wait for this request's turn and return its ticket.
         """
-        async with self._lock:
-            while True:
-                now = self._clock.now()
-                if now >= self._next_step:
-                    self._regrow(now)
-                ready_at = self._ready_at(now)
-                if ready_at <= now:
-                    break
-                await self._clock.sleep(ready_at - now)
+        self._queued += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self._clock.now()
+                    if now >= self._next_step:
+                        self._regrow(now)
+                    ready_at = self._ready_at(now)
+                    if ready_at <= now:
+                        break
+                    await self._clock.sleep(ready_at - now)
 
-            ticket = Ticket(now, self._clock)
-            self._recent.append(ticket)
-            self._next_slot = self._slot_for(now) + self._interval_s
+                return self._release(now)
+        finally:
+            self._queued -= 1
 
-            return ticket
+    def _release(self, now: float) -> Ticket:
+        ticket = Ticket(now, self._clock)
+        self._recent.append(ticket)
+        self._next_slot = self._slot_for(now) + self._interval_s
+        return ticket
 
     def _set_rate(self, rate_per_s: float) -> None:
         """

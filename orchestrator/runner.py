@@ -299,7 +299,9 @@ class Runner:
                 with attempt:
                     async with self._in_flight:
                         self._refuse_if_stopping()
-                        ticket = await self._limiter.acquire()
+                        ticket = (
+                            self._limiter.try_acquire() or await self._limiter.acquire()
+                        )
                         answer = await send(ticket.mark_sent)
         except ApiError as error:
             if error.stops_run:
@@ -485,7 +487,7 @@ class Runner:
         while True:
             if self._stop_reason is not None:
                 raise _RunStoppedError
-            if await self._breaker.admit():
+            if not self._breaker.closed and await self._breaker.admit():
                 break
             try:
                 return await self._send(progress, probe=False)
@@ -513,8 +515,8 @@ class Runner:
         target = progress.target
 
         async with self._in_flight:
-            ticket = await self._limiter.acquire()
-            if not probe and self._breaker.state != "closed":
+            ticket = self._limiter.try_acquire() or await self._limiter.acquire()
+            if not probe and not self._breaker.closed:
                 raise _CircuitOpenedError
             offset_s = ticket.released_at - self._started_mono
             progress.sending = True

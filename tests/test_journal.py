@@ -15,7 +15,7 @@ import pytest
 from orchestrator import journal, targets
 from orchestrator.config import Target
 from orchestrator.errors import ReportError
-from orchestrator.report import Outcome
+from orchestrator.report import Attempt, Outcome
 from tests.conftest import PROJECT
 from tests.test_cli import StartSim, cli, load_report, start_cli, write_config
 
@@ -56,6 +56,47 @@ def test_undecodable_text_is_journaled_with_escapes(tmp_path: Path) -> None:
     assert header["config_path"] == "conf-\\udcff.yaml"
     assert row["error_msg"] == "bad \\udc80 byte 数据"
     assert journal.read(path).results == (row,)
+
+
+def test_a_line_holds_the_whole_outcome(tmp_path: Path) -> None:
+    """Times stay epoch seconds; each attempt keeps its status and request id."""
+    path = tmp_path / "r.journal.jsonl"
+    run_journal = journal.Journal(path, config_path=Path("c.yaml"), config_sha256="a")
+    attempt = Attempt(0.25, 12.5, http_status=503, request_id="req-1")
+    run_journal.on_outcome(
+        Outcome(PROJECT, "ds-1", "failed", reason="retries_exhausted",
+                started_at=10.5, finished_at=11.0, history=(attempt,))
+    )  # fmt: skip
+    run_journal.close()
+
+    header, row = (json.loads(line) for line in path.read_text().splitlines())
+    assert header["journal_version"] == 2
+    assert (row["started_at"], row["finished_at"]) == (10.5, 11.0)
+    assert row["history"] == [
+        {"offset_s": 0.25, "duration_ms": 12.5, "http_status": 503,
+         "error_code": None, "request_id": "req-1", "ambiguous": False}
+    ]  # fmt: skip
+
+
+def test_a_version_1_journal_still_resumes(tmp_path: Path) -> None:
+    """A journal from before version 2 (report records) is read the same way."""
+    path = tmp_path / "old.journal.jsonl"
+    path.write_text(
+        '{"journal_version": 1, "config_sha256": "a"}\n'
+        f'{{"project_id": "{PROJECT}", "dataset_id": "ds-1", "status": "succeeded",'
+        ' "started_at": "2026-12-01T00:00:00.000Z"}\n'
+    )
+
+    assert journal.read(path).succeeded() == {(PROJECT, "ds-1")}
+
+
+def test_read_refuses_a_journal_version_it_does_not_know(tmp_path: Path) -> None:
+    """A newer tool's journal is refused by name, not half understood."""
+    path = tmp_path / "new.journal.jsonl"
+    path.write_text('{"journal_version": 3, "config_sha256": "a"}\n')
+
+    with pytest.raises(ReportError, match=r"new.journal.jsonl: journal_version 3"):
+        journal.read(path)
 
 
 def test_read_ignores_a_torn_last_line(tmp_path: Path) -> None:

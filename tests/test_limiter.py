@@ -55,7 +55,8 @@ async def release_times(
 
     async def worker() -> None:
         for _ in remaining:
-            ticket = await limiter.acquire()
+            # As the runner asks: the quick path when free, else the queue.
+            ticket = limiter.try_acquire() or await limiter.acquire()
             ticket.mark_sent()
             times.append(ticket.sent_at)
 
@@ -96,6 +97,24 @@ async def test_late_wakeups_do_not_drift_below_the_rate() -> None:
 
     assert achieved_rate(times) >= 0.99 * 50
     assert max_in_window(times) <= 50
+
+
+async def test_try_acquire_never_jumps_the_queue() -> None:
+    """A free slot goes to a caller already waiting, not to one trying its luck."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock)
+    assert limiter.try_acquire() is not None
+    assert limiter.try_acquire() is None  # the next slot is 0.1 s away
+
+    waiting = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)  # it is now queued, asleep until its slot
+    clock.t += 1.0
+    refused = limiter.try_acquire()
+    ticket = await waiting
+
+    assert refused is None
+    assert ticket.released_at == clock.t
+    assert limiter.try_acquire() is None  # the waiter took the slot
 
 
 async def test_window_counts_from_the_real_send_time() -> None:

@@ -287,6 +287,11 @@ class CountingLimiter(RateLimiter):
         super().__init__(rate_per_s)
         self.tickets = 0
 
+    def try_acquire(self) -> Ticket | None:
+        ticket = super().try_acquire()
+        self.tickets += ticket is not None
+        return ticket
+
     async def acquire(self) -> Ticket:
         ticket = await super().acquire()
         self.tickets += 1
