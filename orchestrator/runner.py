@@ -49,6 +49,7 @@ from orchestrator.errors import (
 )
 from orchestrator.limiter import Clock, MonotonicClock, RateLimiter
 from orchestrator.report import Attempt, Outcome, Status
+from orchestrator.slots import Slots
 
 log = structlog.get_logger(__name__)
 
@@ -183,7 +184,7 @@ class Runner:
             burst=settings.rate_burst,
             clock=self._clock,
         )
-        self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self._in_flight = Slots(settings.concurrency)
         self._budget = RetryBudget(
             settings.retry.budget_ratio, settings.retry.budget_floor
         )
