@@ -109,6 +109,14 @@ class Auth(Protocol):
         Return a human description of the credential, without the secret.
         """
 
+    def fixed_headers(self) -> Mapping[str, str] | None:
+        """
+        Return the headers that authenticate every request alike, or None.
+
+        A client sends fixed headers with every request of its session and
+        does not ask :meth:`headers` per request.
+        """
+
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         """
         Return the headers that authenticate ``request``.
@@ -144,11 +152,17 @@ class TokenAuth:
         """
         return self._source
 
+    def fixed_headers(self) -> Mapping[str, str]:
+        """
+        Return the token header: the same for every request.
+        """
+        return {"X-Auth-Token": self._token.reveal()}
+
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         """
         Return the token header; the same for every request.
         """
-        return {"X-Auth-Token": self._token.reveal()}
+        return self.fixed_headers()
 
     async def refresh(self, project_id: str, sent: Mapping[str, str]) -> bool:
         """
@@ -192,6 +206,11 @@ class AkSkAuth:
         """
         kind = "temporary access key" if self._security_token else "access key"
         return f"{kind} {_masked(self._ak)} from {self._source}"
+
+    def fixed_headers(self) -> None:
+        """
+        Return None: every request gets its own headers.
+        """
 
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         """
@@ -271,6 +290,11 @@ class PasswordAuth:
         Return which IAM user and endpoint the tokens come from.
         """
         return f"IAM password of {self._domain}/{self._user} via {self._iam_endpoint}"
+
+    def fixed_headers(self) -> None:
+        """
+        Return None: every request gets its own headers.
+        """
 
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         """

@@ -43,6 +43,7 @@ from orchestrator.errors import (
 )
 
 USER_AGENT = f"modelarts-sync/{__version__}"
+_JSON = {"Content-Type": "application/json"}
 # Error bodies are a few hundred bytes; reading more would let a broken proxy
 # fill memory with one answer.
 MAX_BODY_BYTES = 64 * 1024
@@ -145,16 +146,21 @@ class ModelArtsClient:
         self._concurrency = concurrency
         self._ssl: ssl.SSLContext | bool = ssl_context or True
         self._session: aiohttp.ClientSession | None = None
+        self._fixed_auth: Mapping[str, str] | None = None
 
     async def __aenter__(self) -> ModelArtsClient:
         connector = aiohttp.TCPConnector(
             limit=self._concurrency, limit_per_host=self._concurrency, ssl=self._ssl
         )
+        # Credentials that are the same for every request (a token) go out
+        # with the session's own headers: nothing to build per request.
+        self._fixed_auth = self._auth.fixed_headers()
+        fixed = {} if self._fixed_auth is None else {**_JSON, **self._fixed_auth}
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
             request_class=_TimedRequest,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, **fixed},
             raise_for_status=False,
         )
         return self
@@ -286,11 +292,14 @@ class ModelArtsClient:
 
         url = URL(self._endpoint + path, encoded=True)
         body = b""
-        headers = {"Content-Type": "application/json"}
-        sent_auth = await self._auth.headers(
-            RequestInfo(method, url, project_id, body, headers)
-        )
-        headers.update(sent_auth)
+        headers: dict[str, str] | None = None
+        sent_auth = self._fixed_auth
+        if sent_auth is None:
+            headers = dict(_JSON)
+            sent_auth = await self._auth.headers(
+                RequestInfo(method, url, project_id, body, headers)
+            )
+            headers.update(sent_auth)
         sent = _SendState(on_sent)
 
         # For a POST aiohttp writes the same bytes (Content-Length: 0 included)

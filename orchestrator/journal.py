@@ -1,5 +1,5 @@
 """
-The run's journal: one JSON line per finished target, flushed as it happens.
+The run's journal: one JSON line per finished target, written as it happens.
 
 A report is written once, at the end; a process killed with SIGKILL (the OOM
 killer, a node drained without grace) never gets there. The journal is what
@@ -7,8 +7,8 @@ survives: a header line with the config's hash, then one line per target that
 finished, its outcome as it stands (the report's fields, times in Unix epoch
 seconds). ``--resume`` reads it back, keyed by project and dataset.
 
-Each line is written with one ``write`` and flushed to the OS at once, so a
-killed process loses at most the line it was writing; :func:`read` ignores a
+Each line goes to the OS with one unbuffered ``write`` as the target finishes,
+so a killed process loses at most the line it was writing; :func:`read` ignores a
 torn last line. Lines are not fsynced: that would protect against a power loss
 at the cost of a disk sync per target, and a power loss is the one crash where
 repeating a few already-accepted syncs (which is safe) is the cheaper answer.
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 import structlog
@@ -103,7 +104,8 @@ class Journal:
     def __init__(self, path: Path, *, config_path: Path, config_sha256: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: BinaryIO = path.open("wb")
+            # Unbuffered: each line is one write(2), with no flush to call.
+            self._file: io.FileIO = path.open("wb", buffering=0)
         except OSError as exc:
             raise ReportError(
                 f"cannot write journal {str(path)!r}: {exc.strerror}"
@@ -134,8 +136,11 @@ class Journal:
         if self._file.closed:
             return
         try:
-            self._file.write(_line(record))
-            self._file.flush()
+            line = _line(record)
+            written = self._file.write(line)
+            while written and written < len(line):
+                line = line[written:]  # a short write: a signal, a nearly full disk
+                written = self._file.write(line)
         except OSError as exc:
             # An observer must not raise: a full disk costs the journal (and
             # so the resume), not the run and its report.

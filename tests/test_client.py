@@ -16,7 +16,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from orchestrator import client as client_module
-from orchestrator.auth import RequestInfo
+from orchestrator.auth import Auth, RequestInfo, Secret, TokenAuth
 from orchestrator.client import ModelArtsClient, parse_retry_after
 from orchestrator.errors import (
     ApiError,
@@ -38,6 +38,9 @@ URL_ = f"{ENDPOINT}/v2/{PROJECT}/datasets/{DATASET}/sync-data"
 
 class StaticAuth:
     source = "test token"
+
+    def fixed_headers(self) -> None:
+        return None
 
     async def headers(self, request: RequestInfo) -> Mapping[str, str]:
         return {"X-Auth-Token": "test-token-value"}
@@ -338,8 +341,29 @@ async def test_list_datasets_passes_paging_and_skips_unusable_entries(
     ]
 
 
+async def test_a_fixed_token_goes_out_with_every_request() -> None:
+    """A token sent from the session's headers is on each request, JSON type too."""
+    token = TokenAuth(Secret("fixed-token-value"), source="test")
+
+    heads = await _raw_requests(
+        2,
+        lambda c: asyncio.gather(
+            c.sync_data(PROJECT, DATASET), c.sync_status(PROJECT, DATASET)
+        ),
+        token,
+    )
+
+    for head in heads:
+        lines = head.decode().split("\r\n")
+        assert "X-Auth-Token: fixed-token-value" in lines
+        assert "Content-Type: application/json" in lines
+        assert any(line.startswith("User-Agent: modelarts-sync/") for line in lines)
+
+
 async def _raw_requests(
-    calls: int, send: Callable[[ModelArtsClient], Awaitable[object]]
+    calls: int,
+    send: Callable[[ModelArtsClient], Awaitable[object]],
+    credential: Auth | None = None,
 ) -> list[bytes]:
     """
     Return the bytes of ``calls`` requests a loopback server received.
@@ -364,7 +388,10 @@ async def _raw_requests(
     async with (
         server,
         ModelArtsClient(
-            f"http://127.0.0.1:{port}", StaticAuth(), timeout_s=5, concurrency=1
+            f"http://127.0.0.1:{port}",
+            credential or StaticAuth(),
+            timeout_s=5,
+            concurrency=1,
         ) as client,
     ):
         await send(client)
