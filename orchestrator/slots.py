@@ -4,8 +4,9 @@ The run's connection slots: at most N requests in flight, first come first serve
 ``asyncio.Semaphore`` does the same job, but in Python 3.11 every release scans
 its queue from the front past waiters already woken, and every woken waiter
 removes itself from the middle of it. With twice as many workers as slots the
-queue is always full: the runner's own cost per target fell by 2 us with this
-hand-over (bench/). A freed slot goes straight to the first waiter.
+queue is always full: the runner's own cost per target, measured against an
+instant fake client, fell from 15.6 to 13.6 us with this hand-over. A freed
+slot goes straight to the first waiter.
 """
 
 from __future__ import annotations

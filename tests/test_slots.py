@@ -13,6 +13,14 @@ from orchestrator.slots import Slots
 TIMEOUT_S = 10.0
 
 
+async def enter(slots: Slots, name: str, got: list[str]) -> None:
+    """
+    Take a slot, note ``name`` as having got one, and give it back.
+    """
+    async with slots:
+        got.append(name)
+
+
 async def test_slots_cap_holders_and_hand_over_in_arrival_order() -> None:
     """With 2 slots and 6 tasks, never more than 2 hold one; they enter in order."""
     slots = Slots(2)
@@ -46,13 +54,9 @@ async def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
     slots = Slots(1)
     got: list[str] = []
 
-    async def task(name: str) -> None:
-        async with slots:
-            got.append(name)
-
     async with slots:
-        cancelled = asyncio.create_task(task("cancelled"))
-        later = asyncio.create_task(task("later"))
+        cancelled = asyncio.create_task(enter(slots, "cancelled", got))
+        later = asyncio.create_task(enter(slots, "later", got))
         await asyncio.sleep(0)
         cancelled.cancel()
         await asyncio.sleep(0)
@@ -68,13 +72,9 @@ async def test_a_waiter_cancelled_after_the_hand_over_passes_the_slot_on() -> No
     slots = Slots(1)
     got: list[str] = []
 
-    async def task(name: str) -> None:
-        async with slots:
-            got.append(name)
-
     async with slots:
-        first = asyncio.create_task(task("first"))
-        second = asyncio.create_task(task("second"))
+        first = asyncio.create_task(enter(slots, "first", got))
+        second = asyncio.create_task(enter(slots, "second", got))
         await asyncio.sleep(0)
     # The slot is now first's, but first has not run yet.
     first.cancel()
