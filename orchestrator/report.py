@@ -312,13 +312,6 @@ def exit_code(report: Mapping[str, Any]) -> int:
     return 0 if ok else 1
 
 
-def entry(outcome: Outcome) -> dict[str, Any]:
-    """
-    Return the report's record of one outcome (the journal writes the same).
-    """
-    return _result(outcome)
-
-
 def outcome_of(result: Mapping[str, Any], shift_s: float = 0.0) -> Outcome:
     """
     Rebuild an outcome from a report's record; ``shift_s`` moves attempt offsets.
